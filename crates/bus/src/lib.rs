@@ -1,0 +1,1 @@
+//! Message bus: publisher and consumer traits, RabbitMQ and in-process implementations.

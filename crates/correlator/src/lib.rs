@@ -1,0 +1,1 @@
+//! The attribution engine (pure) and its service.

@@ -1,0 +1,1 @@
+//! Hunting workers: batching, budget, KQL queries, cache, re-queries.

@@ -1,0 +1,1 @@
+//! Detection parsers (Vectra, Suricata EVE, Zeek) and the ingest service.

@@ -1,0 +1,1 @@
+//! KQL: AST, printer, parser and evaluator over in-memory tables.

@@ -1,0 +1,1 @@
+//! Microsoft Defender for Endpoint and Graph client: tokens, hunting, machines, isolation, portal links.

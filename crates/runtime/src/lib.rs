@@ -1,0 +1,1 @@
+//! Shutdown, draining and backoff shared by every service.
