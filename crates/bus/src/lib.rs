@@ -1,1 +1,101 @@
-//! Message bus: publisher and consumer traits, RabbitMQ and in-process implementations.
+//! Message bus between Culprit's services: publisher and consumer traits, a RabbitMQ
+//! implementation ([`RabbitBus`]) and an in-process one ([`InProcessBus`]) with the same
+//! semantics.
+//!
+//! # Topology (DESIGN.md §1)
+//!
+//! Every name lives under a configurable prefix (`culprit` by default):
+//!
+//! | name | kind | purpose |
+//! |---|---|---|
+//! | `{prefix}.detections`, `{prefix}.telemetry`, `{prefix}.correlations` | durable topic exchanges | one per [`Topic`] |
+//! | `{prefix}.dlx` | durable direct exchange | dead letters and retries; routing key = target queue name |
+//! | `{prefix}.{queue}` | quorum queue | work queue ([`QueueName`]), dead-letters to `{prefix}.{queue}.dlq` |
+//! | `{prefix}.{queue}.retry.{n}` | quorum queue, `x-message-ttl` = `retry_delays[n-1]` | delayed retry; expires back into the work queue |
+//! | `{prefix}.{queue}.dlq` | quorum queue | poison messages, reason in header `x-culprit-reason` |
+//!
+//! Messages are persistent, carry `message_id` (the detection key) and string headers (schema
+//! version, W3C `traceparent`). Delivery is at-least-once: consumers ack after the hand-off,
+//! a dropped [`Delivery`] is redelivered, [`Delivery::retry`] re-queues after a growing delay and
+//! dead-letters after `max_attempts`.
+//!
+//! # Priorities
+//!
+//! Quorum queues do not support `x-max-priority` (classic-queue priorities). RabbitMQ 3.x
+//! ignores the `priority` property on quorum queues; RabbitMQ ≥ 4.0 treats priority > 4 as
+//! "high" and the rest as "normal". [`Message::priority`] is carried end to end as the AMQP
+//! property, but ordering by priority belongs to the consumer (the hunter batches and orders by
+//! threat × certainty itself). The in-process bus is FIFO as well, to keep both implementations
+//! alike.
+
+mod config;
+mod delivery;
+mod error;
+mod memory;
+mod message;
+mod rabbit;
+
+use std::fmt::Debug;
+
+pub use futures::future::BoxFuture;
+
+pub use config::{BusConfig, ReconnectConfig};
+pub use delivery::{DeadLetter, Delivery};
+pub use error::BusError;
+pub use memory::InProcessBus;
+pub use message::{
+    HEADER_ATTEMPT, HEADER_LAST_ERROR, HEADER_QUEUE, HEADER_REASON, HEADER_SCHEMA_VERSION,
+    HEADER_TRACEPARENT, HEADER_TRACESTATE, Message, QueueName, Topic,
+};
+pub use rabbit::RabbitBus;
+
+/// Publishes messages to a topic exchange.
+pub trait Publisher: Send + Sync + Debug {
+    /// Publishes `msg` to `topic`. Resolves only after the broker confirmed the message (it is
+    /// then stored in every bound queue). A topic with no bound queue is an error
+    /// ([`BusError::Unroutable`]), never a silent drop. Across a broker outage the RabbitMQ
+    /// implementation retries until `publish_timeout`; a retried publish may reach consumers
+    /// twice, which idempotent consumers tolerate.
+    fn publish<'a>(&'a self, topic: Topic, msg: Message) -> BoxFuture<'a, Result<(), BusError>>;
+}
+
+/// Opens consumers on work queues.
+pub trait Subscriber: Send + Sync + Debug {
+    /// Starts consuming `queue` with at most `prefetch` unsettled deliveries at a time.
+    fn subscribe<'a>(
+        &'a self,
+        queue: QueueName,
+        prefetch: u16,
+    ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BusError>>;
+
+    /// Declares `queue` (with its retry and dead-letter queues) and binds it to `topic`.
+    /// The standard queues are bound to their topic already; this is for extra bindings and
+    /// [`QueueName::Custom`] queues.
+    fn bind<'a>(&'a self, queue: QueueName, topic: Topic) -> BoxFuture<'a, Result<(), BusError>>;
+}
+
+/// A stream of deliveries from one work queue.
+pub trait Consumer: Send + Debug {
+    /// The next delivery. `None` only once the bus is shut down; a broker restart is ridden
+    /// out (the consumer re-subscribes and keeps yielding).
+    fn next<'a>(&'a mut self) -> BoxFuture<'a, Option<Delivery>>;
+}
+
+/// Operations views for tests and ops: dead letters and queue depth.
+pub trait BusInspector: Send + Sync + Debug {
+    /// Up to `limit` messages of `queue`'s dead-letter queue, oldest first, with their reasons.
+    /// Non-destructive: the messages stay in the dead-letter queue.
+    fn dead_letters<'a>(
+        &'a self,
+        queue: QueueName,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, BusError>>;
+
+    /// Messages ready in `queue` (not counting unacknowledged or delayed ones).
+    fn queue_depth<'a>(&'a self, queue: QueueName) -> BoxFuture<'a, Result<u64, BusError>>;
+}
+
+/// Everything a service needs from a bus, for `Arc<dyn Bus>`.
+pub trait Bus: Publisher + Subscriber + BusInspector {}
+
+impl<T: Publisher + Subscriber + BusInspector> Bus for T {}

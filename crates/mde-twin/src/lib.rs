@@ -1,1 +1,155 @@
-//! An offline stand-in for Entra ID, Graph hunting and the MDE API, serving recorded tables.
+//! An offline stand-in for the Microsoft APIs Culprit talks to — Entra ID client-credential
+//! tokens, Graph `runHuntingQuery`, MDE `advancedqueries/run`, machines and machine actions —
+//! serving recorded Advanced Hunting tables over real HTTP with the real limits and error
+//! shapes (see `/work/shared/reference/mde-api.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), culprit_mde_twin::TwinError> {
+//! use culprit_mde_twin::{Twin, TwinConfig};
+//! let config = TwinConfig::single_tenant("tenant", "app", "secret", vec!["scenario".into()]);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let twin = Twin::start(config, listener).await?;
+//! println!("{}", twin.base_url());
+//! twin.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod actions;
+pub mod clock;
+pub mod config;
+mod data;
+mod entra;
+mod errors;
+mod faults;
+mod hunting;
+mod machines;
+mod machines_api;
+mod quota;
+mod server;
+mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use clock::{ManualClock, ScaledClock, TwinClock};
+pub use config::{
+    ActionTiming, ClientConfig, ClockConfig, FaultConfig, Limits, TenantConfig, ThrottleStorm,
+    TwinConfig,
+};
+pub use data::LoadedData;
+pub use quota::WindowCounts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    #[error("scenario data at {path}: {reason}")]
+    Data { path: PathBuf, reason: String },
+    #[error("twin config: {0}")]
+    Config(String),
+    #[error("twin listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Calls a tenant made, for asserting that a client kept within its quotas.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CallCounts {
+    pub tenant: String,
+    /// Graph and MDE hunting calls together (they share the tenant's quota).
+    pub hunting: WindowCounts,
+    /// Machine and machine-action calls.
+    pub machines: WindowCounts,
+    pub tokens_issued: u64,
+}
+
+/// Starts twins.
+#[derive(Debug)]
+pub struct Twin;
+
+impl Twin {
+    /// Loads the tenants' data and serves on `listener` with a clock built from the config.
+    pub async fn start(
+        config: TwinConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<TwinHandle, TwinError> {
+        Self::start_with_clock(config, listener, None).await
+    }
+
+    /// As [`Twin::start`], with an injected clock (tests use a [`ManualClock`]); `None` builds
+    /// a [`ScaledClock`] from `config.clock`.
+    pub async fn start_with_clock(
+        config: TwinConfig,
+        listener: tokio::net::TcpListener,
+        clock: Option<Arc<dyn TwinClock>>,
+    ) -> Result<TwinHandle, TwinError> {
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let state =
+            tokio::task::spawn_blocking(move || server::AppState::build(config, base_url, clock))
+                .await
+                .map_err(|e| TwinError::Config(format!("loading the data failed: {e}")))??;
+        let state = Arc::new(state);
+        let router = server::router(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "twin server stopped");
+            }
+        });
+        Ok(TwinHandle {
+            addr,
+            state,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A running twin.
+#[derive(Debug)]
+pub struct TwinHandle {
+    addr: SocketAddr,
+    state: Arc<server::AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TwinHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: the login host, the Graph host and the MDE API host at once.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The tenant's call counts; all zero for a tenant the twin does not serve.
+    pub fn call_counts(&self, tenant: &str) -> CallCounts {
+        self.state
+            .call_counts(tenant)
+            .unwrap_or_else(|| CallCounts {
+                tenant: tenant.to_owned(),
+                ..CallCounts::default()
+            })
+    }
+
+    /// The twin's clock (a [`ManualClock`] passed in can also be advanced directly).
+    pub fn clock(&self) -> Arc<dyn TwinClock> {
+        self.state.clock.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

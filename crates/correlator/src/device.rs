@@ -1,0 +1,204 @@
+//! Which device held the detection's address during its window, as time intervals per
+//! device from DeviceNetworkInfo snapshots and the devices' own connection rows.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use culprit_model::{Duration, Telemetry, Timestamp};
+
+/// One device's hold on the address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Held<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub from: Timestamp,
+    /// Open when nothing says the hold ended.
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Resolution<'a> {
+    One(Held<'a>),
+    Ambiguous(Vec<Held<'a>>),
+    NotFound,
+}
+
+#[derive(Default)]
+struct DeviceObs<'a> {
+    name: &'a str,
+    /// Every address any snapshot gave the device: what its own side of a row can be.
+    own: HashSet<IpAddr>,
+    /// (time, holds the address?)
+    obs: Vec<(Timestamp, bool)>,
+}
+
+/// Outbound rows leave from an ephemeral port to a service port; a row whose local port is
+/// a service port and remote port is not has its columns reversed.
+fn looks_swapped(local_port: Option<u16>, remote_port: Option<u16>, action: &str) -> bool {
+    let outbound = !(action.starts_with("Inbound") || action.starts_with("Listening"));
+    matches!((local_port, remote_port), (Some(l), Some(r)) if outbound && l < 1024 && r >= 1024)
+}
+
+fn observations<'a>(tel: &'a Telemetry, ip: IpAddr) -> BTreeMap<&'a str, DeviceObs<'a>> {
+    let mut devs: BTreeMap<&str, DeviceObs> = BTreeMap::new();
+    // Adapters of one device report in separate rows with the same timestamp: a snapshot is
+    // their union.
+    let mut snapshots: BTreeMap<(&str, Timestamp), bool> = BTreeMap::new();
+    for r in &tel.network_info {
+        if r.ip_addresses.is_empty() {
+            continue;
+        }
+        let d = devs.entry(&r.device_id).or_default();
+        d.name = &r.device_name;
+        d.own.extend(r.ip_addresses.iter().copied());
+        *snapshots.entry((&r.device_id, r.timestamp)).or_default() |= r.ip_addresses.contains(&ip);
+    }
+    for ((id, t), has) in snapshots {
+        devs.entry(id).or_default().obs.push((t, has));
+    }
+    for r in &tel.network {
+        let (l, rm) = (r.local_ip == Some(ip), r.remote_ip == Some(ip));
+        if !l && !rm {
+            continue;
+        }
+        let d = devs.entry(&r.device_id).or_default();
+        if d.name.is_empty() {
+            d.name = &r.device_name;
+        }
+        let own_known = !d.own.is_empty();
+        let uses = if own_known {
+            // The address is the device's own side when the snapshots say so and the other
+            // side is not also one of its addresses.
+            let other = if l { r.remote_ip } else { r.local_ip };
+            d.own.contains(&ip) && other.is_none_or(|o| !d.own.contains(&o))
+        } else {
+            l && !looks_swapped(r.local_port, r.remote_port, &r.action_type)
+        };
+        if uses {
+            d.obs.push((r.timestamp, true));
+        }
+    }
+    devs
+}
+
+/// Resolves `ip` to the devices that held it during `[start, end]`.
+pub(crate) fn resolve(tel: &Telemetry, ip: IpAddr, start: Timestamp, end: Timestamp) -> Resolution<'_> {
+    let devs = observations(tel, ip);
+    let mut holds: Vec<(Held, Timestamp)> = Vec::new();
+    for (id, d) in &devs {
+        let mut obs = d.obs.clone();
+        obs.sort();
+        let mut open: Option<Timestamp> = None;
+        let mut last_pos = None;
+        for (t, has) in obs {
+            match (has, open) {
+                (true, None) => open = Some(t),
+                (false, Some(s)) => {
+                    holds.push((Held { id, name: d.name, from: s, until: Some(t) }, t));
+                    open = None;
+                }
+                _ => {}
+            }
+            if has {
+                last_pos = Some(t);
+            }
+        }
+        if let (Some(s), Some(lp)) = (open, last_pos) {
+            holds.push((Held { id, name: d.name, from: s, until: None }, lp));
+        }
+    }
+    // A hold nothing closed ends when another device is next seen with the address.
+    let positives: Vec<(&str, Timestamp)> = devs
+        .iter()
+        .flat_map(|(id, d)| d.obs.iter().filter(|o| o.1).map(move |o| (*id, o.0)))
+        .collect();
+    for (h, last_pos) in &mut holds {
+        if h.until.is_none() {
+            h.until = positives
+                .iter()
+                .filter(|(id, t)| *id != h.id && t > last_pos)
+                .map(|(_, t)| *t)
+                .min();
+        }
+    }
+    let mut hits: Vec<Held> = Vec::new();
+    for (h, _) in holds {
+        if h.from > end || h.until.is_some_and(|u| u < start) {
+            continue;
+        }
+        match hits.iter_mut().find(|x| x.id == h.id) {
+            Some(x) => {
+                x.from = x.from.min(h.from);
+                x.until = match (x.until, h.until) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            None => hits.push(h),
+        }
+    }
+    hits.sort_by_key(|h| h.from);
+    match hits.len() {
+        0 => Resolution::NotFound,
+        1 => hits.pop().map_or(Resolution::NotFound, Resolution::One),
+        _ => Resolution::Ambiguous(hits),
+    }
+}
+
+/// Resolves a host name (first DNS label, case-insensitive) when the detection has no address.
+pub(crate) fn resolve_by_name<'a>(tel: &'a Telemetry, name: &str) -> Resolution<'a> {
+    let label = |s: &str| s.split('.').next().unwrap_or("").to_ascii_lowercase();
+    let want = label(name);
+    let mut found: Vec<Held> = Vec::new();
+    let names = tel
+        .device_info
+        .iter()
+        .map(|r| (r.device_id.as_str(), r.device_name.as_str(), r.timestamp))
+        .chain(tel.network.iter().map(|r| (r.device_id.as_str(), r.device_name.as_str(), r.timestamp)));
+    for (id, n, t) in names {
+        if want.is_empty() || label(n) != want || found.iter().any(|h| h.id == id) {
+            continue;
+        }
+        found.push(Held { id, name: n, from: t, until: None });
+    }
+    match found.len() {
+        0 => Resolution::NotFound,
+        1 => found.pop().map_or(Resolution::NotFound, Resolution::One),
+        _ => Resolution::Ambiguous(found),
+    }
+}
+
+/// Why the device's sensor could not have reported the window, if it could not.
+pub(crate) fn sensor_inactive(
+    view: &crate::view::DeviceView<'_>,
+    start: Timestamp,
+    end: Timestamp,
+    tolerance: Duration,
+) -> Option<String> {
+    let latest = view
+        .info
+        .iter()
+        .filter(|r| r.timestamp <= end + tolerance)
+        .max_by_key(|r| r.timestamp)
+        .or_else(|| view.info.iter().min_by_key(|r| r.timestamp));
+    if let Some(info) = latest {
+        let onboarding = info.onboarding_status.trim();
+        if !onboarding.is_empty() && !onboarding.eq_ignore_ascii_case("onboarded") {
+            return Some(format!("its onboarding status is \"{onboarding}\""));
+        }
+        let health = info.sensor_health_state.trim();
+        if ["inactive", "nosensordata", "impairedcommunication", "misconfigured"]
+            .iter()
+            .any(|s| health.eq_ignore_ascii_case(s))
+        {
+            return Some(format!("its sensor health state is \"{health}\""));
+        }
+    }
+    match view.last_seen {
+        Some(seen) if seen + tolerance < start => Some(format!(
+            "its sensor was last heard from at {}, before the window",
+            seen.to_millis_string()
+        )),
+        _ => None,
+    }
+}

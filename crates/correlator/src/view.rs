@@ -1,0 +1,195 @@
+//! One device's telemetry, borrowed from the bundle: network-like rows in one shape and a
+//! registry of every process the rows name, keyed by (PID, creation time) within the device.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use culprit_model::telemetry::{DeviceEvent, DeviceInfo, ProcessEvent, ProcessInfo};
+use culprit_model::{Telemetry, Timestamp};
+
+/// A process within one device: PID and creation time (unknown for processes that were
+/// running before the sensor saw them start). Never a PID alone.
+pub(crate) type PKey = (u32, Option<Timestamp>);
+
+/// A connection row: DeviceNetworkEvents, or a DeviceEvents row that carries a connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NetRow<'a> {
+    pub t: Timestamp,
+    pub local_ip: Option<IpAddr>,
+    pub local_port: Option<u16>,
+    pub remote_ip: Option<IpAddr>,
+    pub remote_port: Option<u16>,
+    pub protocol: &'a str,
+    pub url: &'a str,
+    pub action: &'a str,
+    pub key: PKey,
+}
+
+impl NetRow<'_> {
+    /// Inbound rows are those the host accepted or listened on.
+    pub fn is_inbound(&self) -> bool {
+        let a = self.action;
+        a.starts_with("Inbound") || a.starts_with("Listening")
+    }
+}
+
+/// The richest description seen of one process.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProcView<'a> {
+    pub info: &'a ProcessInfo,
+    richness: u8,
+}
+
+fn richness(p: &ProcessInfo, created_row: bool) -> u8 {
+    let mut r = 0;
+    for present in [
+        p.creation_time.is_some(),
+        !p.sha256.is_empty(),
+        !p.command_line.is_empty(),
+        !p.folder_path.is_empty(),
+        p.parent_id.is_some(),
+        !p.account_name.is_empty(),
+        created_row,
+    ] {
+        r += u8::from(present);
+    }
+    r
+}
+
+/// Everything the engine reads about the resolved device.
+#[derive(Debug)]
+pub(crate) struct DeviceView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub net: Vec<NetRow<'a>>,
+    pub created: Vec<&'a ProcessEvent>,
+    pub events: Vec<&'a DeviceEvent>,
+    pub info: Vec<&'a DeviceInfo>,
+    pub procs: HashMap<PKey, ProcView<'a>>,
+    /// The newest row of any table: when the sensor was last heard from.
+    pub last_seen: Option<Timestamp>,
+}
+
+impl<'a> DeviceView<'a> {
+    pub fn build(tel: &'a Telemetry, id: &'a str) -> Self {
+        let mut v = DeviceView {
+            id,
+            name: "",
+            net: Vec::new(),
+            created: Vec::new(),
+            events: Vec::new(),
+            info: Vec::new(),
+            procs: HashMap::new(),
+            last_seen: None,
+        };
+        for r in tel.network.iter().filter(|r| r.device_id == id) {
+            v.seen(r.timestamp, &r.device_name);
+            if let Some(key) = v.register(&r.initiating, false) {
+                v.net.push(NetRow {
+                    t: r.timestamp,
+                    local_ip: r.local_ip,
+                    local_port: r.local_port,
+                    remote_ip: r.remote_ip,
+                    remote_port: r.remote_port,
+                    protocol: &r.protocol,
+                    url: &r.remote_url,
+                    action: &r.action_type,
+                    key,
+                });
+            }
+        }
+        for r in tel.processes.iter().filter(|r| r.device_id == id) {
+            v.seen(r.timestamp, &r.device_name);
+            v.register(&r.initiating, false);
+            if r.action_type.is_empty() || r.action_type == "ProcessCreated" {
+                v.register(&r.process, true);
+                v.created.push(r);
+            }
+        }
+        for r in tel.events.iter().filter(|r| r.device_id == id) {
+            v.seen(r.timestamp, &r.device_name);
+            let key = v.register(&r.initiating, false);
+            if let (Some(key), true) = (key, r.action_type.ends_with("ConnectionInspected")) {
+                v.net.push(NetRow {
+                    t: r.timestamp,
+                    local_ip: r.local_ip,
+                    local_port: r.local_port,
+                    remote_ip: r.remote_ip,
+                    remote_port: r.remote_port,
+                    protocol: "",
+                    url: &r.remote_url,
+                    action: &r.action_type,
+                    key,
+                });
+            }
+            v.events.push(r);
+        }
+        for r in tel.device_info.iter().filter(|r| r.device_id == id) {
+            v.seen(r.timestamp, &r.device_name);
+            v.info.push(r);
+        }
+        for r in tel.network_info.iter().filter(|r| r.device_id == id) {
+            v.seen(r.timestamp, &r.device_name);
+        }
+        v.net.sort_by_key(|r| r.t);
+        v.created.sort_by_key(|r| r.timestamp);
+        v
+    }
+
+    fn seen(&mut self, t: Timestamp, name: &'a str) {
+        self.last_seen = Some(self.last_seen.map_or(t, |s| s.max(t)));
+        if self.name.is_empty() {
+            self.name = name;
+        }
+    }
+
+    fn register(&mut self, p: &'a ProcessInfo, created_row: bool) -> Option<PKey> {
+        let key = (p.process_id?, p.creation_time);
+        let r = richness(p, created_row);
+        let e = self.procs.entry(key).or_insert(ProcView { info: p, richness: r });
+        if r > e.richness {
+            *e = ProcView { info: p, richness: r };
+        }
+        Some(key)
+    }
+
+    pub fn info(&self, key: &PKey) -> Option<&'a ProcessInfo> {
+        self.procs.get(key).map(|p| p.info)
+    }
+
+    pub fn file_name(&self, key: &PKey) -> &'a str {
+        self.info(key).map_or("", |p| p.file_name.as_str())
+    }
+
+    /// Finds a process by PID (and name and creation time where known): the latest one with
+    /// that PID created at or before `before`, so a reused PID resolves to the right process.
+    pub fn find(
+        &self,
+        pid: u32,
+        name: &str,
+        created: Option<Timestamp>,
+        before: Option<Timestamp>,
+    ) -> Option<PKey> {
+        if let Some(c) = created {
+            if self.procs.contains_key(&(pid, Some(c))) {
+                return Some((pid, Some(c)));
+            }
+        }
+        let name_ok = |k: &PKey| name.is_empty() || self.file_name(k).eq_ignore_ascii_case(name);
+        let mut best: Option<PKey> = None;
+        for k in self.procs.keys().filter(|k| k.0 == pid && name_ok(k)) {
+            let close = match (created, k.1) {
+                (Some(a), Some(b)) => (a - b).abs().0 <= culprit_model::timestamp::TICKS_PER_SECOND,
+                _ => true,
+            };
+            let in_time = match (before, k.1) {
+                (Some(b), Some(c)) => c <= b,
+                _ => true,
+            };
+            if close && in_time && best.is_none_or(|cur| k.1 > cur.1) {
+                best = Some(*k);
+            }
+        }
+        best
+    }
+}

@@ -1,0 +1,342 @@
+//! Community ID v1 (corelight/community-id-spec): a direction-independent hash of a flow's
+//! 5-tuple, so that a sensor's flow and an endpoint's connection can be joined exactly.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const SCTP: u8 = 132;
+const ICMP: u8 = 1;
+const ICMP6: u8 = 58;
+
+/// `"1:"` + base64(SHA-1), as Suricata and Zeek write it by default. `None` when the ID
+/// cannot be computed: address families differ, or a port-carrying protocol lacks a port.
+/// For ICMP and ICMPv6, `src_port` is the message type and `dst_port` the code.
+pub fn community_id(
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
+    proto: u8,
+    seed: u16,
+) -> Option<String> {
+    let digest = digest(src, dst, src_port, dst_port, proto, seed)?;
+    Some(format!(
+        "1:{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    ))
+}
+
+/// The "no base64" variant: `"1:"` + 40 lowercase hex digits.
+pub fn community_id_hex(
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
+    proto: u8,
+    seed: u16,
+) -> Option<String> {
+    let digest = digest(src, dst, src_port, dst_port, proto, seed)?;
+    let mut s = String::with_capacity(42);
+    s.push_str("1:");
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    Some(s)
+}
+
+/// IP protocol number for the names sensors write (`TCP`, `udp`, `IPv6-ICMP`, `SCTP`, `17`).
+/// `icmp` is resolved per address family by [`community_id`]'s caller: pass `ipv6 = true`
+/// for IPv6 flows so that `icmp` means ICMPv6.
+pub fn protocol_number(name: &str, ipv6: bool) -> Option<u8> {
+    let n = name.trim().to_ascii_lowercase();
+    match n.as_str() {
+        "tcp" => Some(TCP),
+        "udp" => Some(UDP),
+        "sctp" => Some(SCTP),
+        "icmp" if ipv6 => Some(ICMP6),
+        "icmp" => Some(ICMP),
+        "ipv6-icmp" | "icmp6" | "icmpv6" => Some(ICMP6),
+        _ => n.parse::<u8>().ok(),
+    }
+}
+
+/// ICMP type → the type of its request/response counterpart (Zeek's table, as in the spec).
+fn icmp_counterpart(proto: u8, ty: u16) -> Option<u16> {
+    let pairs: &[(u16, u16)] = if proto == ICMP {
+        &[(8, 0), (13, 14), (15, 16), (10, 9), (17, 18)]
+    } else {
+        &[
+            (128, 129),
+            (130, 131),
+            (133, 134),
+            (135, 136),
+            (139, 140),
+            (144, 145),
+        ]
+    };
+    pairs.iter().find_map(|&(a, b)| {
+        if a == ty {
+            Some(b)
+        } else if b == ty {
+            Some(a)
+        } else {
+            None
+        }
+    })
+}
+
+fn addr_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn digest(
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
+    proto: u8,
+    seed: u16,
+) -> Option<[u8; 20]> {
+    if src.is_ipv4() != dst.is_ipv4() {
+        return None;
+    }
+    let (ports, one_way) = match proto {
+        TCP | UDP | SCTP => (Some((src_port?, dst_port?)), false),
+        ICMP | ICMP6 => {
+            let ty = src_port?;
+            match icmp_counterpart(proto, ty) {
+                Some(other) => (Some((ty, other)), false),
+                None => (Some((ty, dst_port?)), true),
+            }
+        }
+        _ => (None, false),
+    };
+    let (mut a, mut b) = (addr_bytes(src), addr_bytes(dst));
+    let mut ports = ports;
+    let ordered = match ports {
+        Some((sp, dp)) => (&a, sp) < (&b, dp),
+        None => a <= b,
+    };
+    if !one_way && !ordered {
+        std::mem::swap(&mut a, &mut b);
+        ports = ports.map(|(sp, dp)| (dp, sp));
+    }
+    let mut h = Sha1::new();
+    h.update(seed.to_be_bytes());
+    h.update(&a);
+    h.update(&b);
+    h.update([proto, 0]);
+    if let Some((sp, dp)) = ports {
+        h.update(sp.to_be_bytes());
+        h.update(dp.to_be_bytes());
+    }
+    Some(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn baseline(file: &str) -> Vec<serde_json::Value> {
+        let p = format!(
+            "{}/tests/data/samples/community-id/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    fn check_baseline(file: &str, seed: u16, hex: bool) {
+        let rows = baseline(file);
+        assert_eq!(rows.len(), 23, "{file}");
+        for r in rows {
+            let port = |k: &str| r[k].as_u64().map(|p| u16::try_from(p).unwrap());
+            let f = if hex { community_id_hex } else { community_id };
+            let got = f(
+                ip(r["saddr"].as_str().unwrap()),
+                ip(r["daddr"].as_str().unwrap()),
+                port("sport"),
+                port("dport"),
+                u8::try_from(r["proto"].as_u64().unwrap()).unwrap(),
+                seed,
+            );
+            assert_eq!(got.as_deref(), r["communityid"].as_str(), "{file}: {r}");
+        }
+    }
+
+    #[test]
+    fn spec_baselines_all_rows() {
+        check_baseline("baseline_deflt.json", 0, false);
+        check_baseline("baseline_seed1.json", 1, false);
+        check_baseline("baseline_nob64.json", 0, true);
+    }
+
+    /// pycommunityid's extra vectors (ndr-formats.md §4.3), default / hex / seed 1.
+    #[test]
+    fn pycommunityid_vectors() {
+        let cases: &[(&str, &str, Option<u16>, Option<u16>, u8, &str, &str, &str)] = &[
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                Some(10),
+                Some(11569),
+                6,
+                "1:SXBGMX1lBOwhhoDrZynfROxnhnM=",
+                "1:497046317d6504ec218680eb6729df44ec678673",
+                "1:HmBRGR+fUyXF4t8WEtal7Y0gEAo=",
+            ),
+            (
+                "192.168.0.89",
+                "192.168.0.1",
+                Some(20),
+                Some(0),
+                1,
+                "1:3o2RFccXzUgjl7zDpqmY7yJi8rI=",
+                "1:de8d9115c717cd482397bcc3a6a998ef2262f2b2",
+                "1:lCXHHxavE1Vq3oX9NH5ladQg02o=",
+            ),
+            (
+                "192.168.0.89",
+                "192.168.0.1",
+                Some(20),
+                Some(1),
+                1,
+                "1:tz/fHIDUHs19NkixVVoOZywde+I=",
+                "1:b73fdf1c80d41ecd7d3648b1555a0e672c1d7be2",
+                "1:Ie3wmFyxiEyikbsbcO03d2nh+PM=",
+            ),
+            (
+                "192.168.0.1",
+                "192.168.0.89",
+                Some(0),
+                Some(20),
+                1,
+                "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=",
+                "1:5f4b27617a60c22bfd4d9b6a83ae2c833527e839",
+                "1:03g6IloqVBdcZlPyX8r0hgoE7kA=",
+            ),
+            (
+                "3ffe:507:0:1:260:97ff:fe07:69ea",
+                "3ffe:507:0:1:200:86ff:fe05:80da",
+                Some(3),
+                Some(0),
+                58,
+                "1:NdobDX8PQNJbAyfkWxhtL2Pqp5w=",
+                "1:35da1b0d7f0f40d25b0327e45b186d2f63eaa79c",
+                "1:OlOWx9psIbBFi7lOCw/4MhlKR9M=",
+            ),
+            (
+                "3ffe:507:0:1:200:86ff:fe05:80da",
+                "3ffe:507:0:1:260:97ff:fe07:69ea",
+                Some(3),
+                Some(0),
+                58,
+                "1:/OGBt9BN1ofenrmSPWYicpij2Vc=",
+                "1:fce181b7d04dd687de9eb9923d66227298a3d957",
+                "1:Ij4ZxnC87/MXzhOjvH2vHu7LRmE=",
+            ),
+            (
+                "192.168.170.8",
+                "192.168.170.56",
+                Some(7),
+                Some(80),
+                132,
+                "1:jQgCxbku+pNGw8WPbEc/TS/uTpQ=",
+                "1:8d0802c5b92efa9346c3c58f6c473f4d2fee4e94",
+                "1:Y1/0jQg6e+I3ZwZZ9LP65DNbTXU=",
+            ),
+            (
+                "10.1.24.4",
+                "10.1.12.1",
+                None,
+                None,
+                46,
+                "1:/nQI4Rh/TtY3mf0R2gJFBkVlgS4=",
+                "1:fe7408e1187f4ed63799fd11da0245064565812e",
+                "1:BK3BVW3U2eemuwVQVN3zd/GULno=",
+            ),
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                Some(10),
+                Some(20),
+                6,
+                "1:9j2Dzwrw7T9E+IZi4b4IVT66HBI=",
+                "",
+                "",
+            ),
+            (
+                "1.2.3.4",
+                "5.6.7.8",
+                Some(1122),
+                Some(3344),
+                6,
+                "1:wCb3OG7yAFWelaUydu0D+125CLM=",
+                "1:c026f7386ef200559e95a53276ed03fb5db908b3",
+                "1:HhA1B+6CoLbiKPEs5nhNYN4XWfk=",
+            ),
+            (
+                "5.6.7.8",
+                "1.2.3.4",
+                Some(3344),
+                Some(1122),
+                17,
+                "1:0Mu9InQx6z4ZiCZM/7HXi2WMhOg=",
+                "1:d0cbbd227431eb3e1988264cffb1d78b658c84e8",
+                "1:OShq+iKDAMVouh/4bMxB9Sz4amw=",
+            ),
+            (
+                "fe80:0001:0203:0405:0607:0809:0A0B:0C0D",
+                "fe80:1011:1213:1415:1617:1819:1A1B:1C1D",
+                Some(146),
+                Some(0),
+                58,
+                "1:fYC8+pz24E+EhANP1EZhpX0Dw10=",
+                "1:7d80bcfa9cf6e04f8484034fd44661a57d03c35d",
+                "1:Cv4IKJe56BNkF0MBW2YxQ3Nwc3s=",
+            ),
+        ];
+        for &(s, d, sp, dp, proto, b64, hex, seed1) in cases {
+            let (s, d) = (ip(s), ip(d));
+            assert_eq!(
+                community_id(s, d, sp, dp, proto, 0).as_deref(),
+                Some(b64),
+                "{s} {d}"
+            );
+            if !hex.is_empty() {
+                assert_eq!(
+                    community_id_hex(s, d, sp, dp, proto, 0).as_deref(),
+                    Some(hex)
+                );
+                assert_eq!(community_id(s, d, sp, dp, proto, 1).as_deref(), Some(seed1));
+            }
+        }
+    }
+
+    #[test]
+    fn cannot_compute_without_ports_or_across_families() {
+        assert_eq!(
+            community_id(ip("1.2.3.4"), ip("::1"), Some(1), Some(2), 6, 0),
+            None
+        );
+        assert_eq!(
+            community_id(ip("1.2.3.4"), ip("5.6.7.8"), None, Some(2), 6, 0),
+            None
+        );
+        assert_eq!(protocol_number("IPv6-ICMP", true), Some(58));
+        assert_eq!(protocol_number("icmp", true), Some(58));
+        assert_eq!(protocol_number("ICMP", false), Some(1));
+        assert_eq!(protocol_number("47", false), Some(47));
+        assert_eq!(protocol_number("GRE", false), None);
+    }
+}

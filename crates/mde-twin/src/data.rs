@@ -1,0 +1,229 @@
+//! Loading recorded Advanced Hunting tables (`<scenario>/mde/<Table>.jsonl`) into a KQL
+//! database, several scenario folders merged into one tenant.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use culprit_kql::Database;
+use culprit_model::{Column, KustoType, Table, Timestamp, Value};
+
+use crate::TwinError;
+
+/// Tables read from one or more scenario folders, before they become a [`Database`].
+#[derive(Debug, Default)]
+pub struct LoadedData {
+    pub tables: BTreeMap<String, Table>,
+}
+
+impl LoadedData {
+    /// Reads every `mde/*.jsonl` of every folder; the same table in two folders is appended.
+    pub fn load(dirs: &[PathBuf]) -> Result<Self, TwinError> {
+        let mut data = LoadedData::default();
+        for dir in dirs {
+            let mde = dir.join("mde");
+            let entries = std::fs::read_dir(&mde).map_err(|e| TwinError::Data {
+                path: mde.clone(),
+                reason: format!("cannot list the folder: {e}"),
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            files.sort();
+            for file in files {
+                let Some(name) = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned)
+                else {
+                    continue;
+                };
+                let table = load_table(&name, &file)?;
+                data.append(name, table);
+            }
+        }
+        Ok(data)
+    }
+
+    fn append(&mut self, name: String, table: Table) {
+        match self.tables.get_mut(&name) {
+            Some(existing) if existing.columns == table.columns => existing.rows.extend(table.rows),
+            Some(existing) => {
+                // Inferred schemas of two folders may differ: align the new rows by name.
+                let index = table.index();
+                for row in table.rows {
+                    let aligned = existing
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            index
+                                .get(&c.name)
+                                .map(|i| row[i].clone())
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    existing.rows.push(aligned);
+                }
+            }
+            None => {
+                self.tables.insert(name, table);
+            }
+        }
+    }
+
+    /// The newest `Timestamp` in any table.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.span().map(|(_, hi)| hi)
+    }
+
+    /// The oldest and newest `Timestamp` over all tables.
+    pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
+        let mut span: Option<(Timestamp, Timestamp)> = None;
+        for t in self.tables.values() {
+            let Some(i) = t.column_index("Timestamp") else {
+                continue;
+            };
+            for ts in t.rows.iter().filter_map(|r| r[i].as_datetime()) {
+                span = Some(span.map_or((ts, ts), |(lo, hi)| (lo.min(ts), hi.max(ts))));
+            }
+        }
+        span
+    }
+
+    pub fn into_database(self) -> Database {
+        let mut db = Database::new();
+        for (name, table) in self.tables {
+            db.insert(name, table);
+        }
+        db
+    }
+}
+
+fn load_table(name: &str, file: &Path) -> Result<Table, TwinError> {
+    let text = std::fs::read_to_string(file).map_err(|e| TwinError::Data {
+        path: file.to_owned(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    let mut objects = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| TwinError::Data {
+            path: file.to_owned(),
+            reason: format!("line {}: invalid JSON: {e}", n + 1),
+        })?;
+        match value {
+            serde_json::Value::Object(map) => objects.push(map),
+            _ => {
+                return Err(TwinError::Data {
+                    path: file.to_owned(),
+                    reason: format!("line {}: expected a JSON object", n + 1),
+                });
+            }
+        }
+    }
+    let columns = culprit_kql::schema::columns(name).unwrap_or_else(|| infer_columns(&objects));
+    Ok(Table::from_json_objects(columns, &objects))
+}
+
+/// A schema for a table the engine does not know: column order of first appearance, each
+/// column typed by its first non-null value.
+pub fn infer_columns(objects: &[serde_json::Map<String, serde_json::Value>]) -> Vec<Column> {
+    let mut columns: Vec<Column> = Vec::new();
+    let mut typed: Vec<bool> = Vec::new();
+    for obj in objects {
+        for (key, value) in obj {
+            let ty = infer_type(value);
+            match columns.iter().position(|c| &c.name == key) {
+                Some(i) if !typed[i] => {
+                    if let Some(ty) = ty {
+                        columns[i].ty = ty;
+                        typed[i] = true;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    columns.push(Column::new(key.clone(), ty.unwrap_or(KustoType::String)));
+                    typed.push(ty.is_some());
+                }
+            }
+        }
+    }
+    columns
+}
+
+fn infer_type(v: &serde_json::Value) -> Option<KustoType> {
+    use serde_json::Value as J;
+    match v {
+        J::Null => None,
+        J::Bool(_) => Some(KustoType::Boolean),
+        J::Number(n) if n.is_i64() || n.is_u64() => Some(KustoType::Int64),
+        J::Number(_) => Some(KustoType::Double),
+        J::Array(_) | J::Object(_) => Some(KustoType::Object),
+        J::String(s) if s.is_empty() => None,
+        J::String(s) if looks_like_datetime(s) => Some(KustoType::DateTime),
+        J::String(_) => Some(KustoType::String),
+    }
+}
+
+/// Only the API's own datetime shape counts, so free text that happens to parse stays text.
+fn looks_like_datetime(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && s.ends_with('Z')
+        && Timestamp::parse(s).is_ok()
+}
+
+/// Rows of `table` whose `Timestamp` lies in `[from, to]`; tables without one pass whole.
+pub fn filter_time(table: &Table, from: Timestamp, to: Timestamp) -> Table {
+    let Some(i) = table.column_index("Timestamp") else {
+        return table.clone();
+    };
+    let rows = table
+        .rows
+        .iter()
+        .filter(|r| match &r[i] {
+            Value::DateTime(t) => *t >= from && *t <= to,
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    Table {
+        columns: table.columns.clone(),
+        rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn infers_types_from_the_first_non_null_value() {
+        let rows = [
+            json!({"A": null, "B": "x", "C": 1, "D": "2023-08-16T04:54:30.9870000Z"}),
+            json!({"A": true, "B": "y", "C": 2, "D": null, "E": 1.5}),
+        ];
+        let objects: Vec<_> = rows.iter().filter_map(|r| r.as_object().cloned()).collect();
+        let cols = infer_columns(&objects);
+        let types: Vec<_> = cols.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+        assert_eq!(
+            types,
+            vec![
+                ("A", KustoType::Boolean),
+                ("B", KustoType::String),
+                ("C", KustoType::Int64),
+                ("D", KustoType::DateTime),
+                ("E", KustoType::Double),
+            ]
+        );
+    }
+
+    #[test]
+    fn free_text_is_not_taken_for_a_date() {
+        assert_eq!(infer_type(&json!("2023-08-16")), Some(KustoType::String));
+        assert_eq!(infer_type(&json!("")), None);
+    }
+}

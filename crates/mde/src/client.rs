@@ -1,0 +1,577 @@
+//! The HTTP client: token acquisition, one request path with 401 handling, and the calls.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use culprit_model::Timestamp;
+use reqwest::{Method, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use url::Url;
+
+use crate::classify::{Call, classify};
+use crate::cloud::{Endpoints, join};
+use crate::config::{ClientConfig, HuntingApi, TokenForm, user_agent};
+use crate::error::MdeError;
+use crate::hunt::{self, HuntResult, HuntSpan};
+use crate::machines::{
+    self, ActionStatus, IsolationState, IsolationType, Machine, MachineAction, exactly_one,
+};
+use crate::token::{AccessToken, Clock, SystemClock, TokenCache, parse_token};
+
+/// Which API a token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Audience {
+    Graph,
+    Mde,
+}
+
+/// How to find one machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineSelector {
+    Id(String),
+    DnsName(String),
+    /// `findbyip` at a moment (machines seen with that internal IP within ±15 minutes).
+    IpAt(IpAddr, Timestamp),
+    /// The machine whose last reported IP is this one.
+    LastIp(IpAddr),
+}
+
+/// A cheap-to-clone handle; clones share the HTTP pool and the token cache.
+#[derive(Clone, Debug)]
+pub struct MdeClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    endpoints: Endpoints,
+    http: reqwest::Client,
+    tokens: TokenCache,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `cfg`'s Debug redacts the secret; the token cache prints nothing.
+        f.debug_struct("Inner")
+            .field("cfg", &self.cfg)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+fn check_id(field: &'static str, value: &str) -> Result<(), MdeError> {
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(MdeError::InvalidInput {
+            field,
+            reason: "must be 1-256 characters of letters, digits, `-`, `.` or `_`".to_owned(),
+        })
+    }
+}
+
+fn build_http(cfg: &ClientConfig, endpoints: &Endpoints) -> Result<reqwest::Client, MdeError> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(user_agent(cfg.user_agent_suffix.as_deref()))
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(StdDuration::from_secs(10)));
+    if cfg.danger_accept_invalid_certs {
+        tracing::warn!(
+            "TLS certificate verification is OFF (danger_accept_invalid_certs): anyone on the \
+             path can read the client secret and the telemetry; use this only in a lab"
+        );
+        b = b.danger_accept_invalid_certs(true);
+    }
+    match cfg.proxy.as_deref() {
+        Some(p) => {
+            let bad = |reason: &str| MdeError::InvalidConfig {
+                field: "proxy",
+                reason: reason.to_owned(),
+            };
+            // The proxy URL may hold credentials: errors never repeat it.
+            let url = Url::parse(p).map_err(|_| bad("not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad("scheme must be http or https"));
+            }
+            let proxy = reqwest::Proxy::all(url)
+                .map_err(|_| bad("not a usable proxy URL"))?
+                .no_proxy(reqwest::NoProxy::from_string("localhost,127.0.0.1,::1"));
+            b = b.proxy(proxy);
+        }
+        // The twin on loopback must never go through an environment proxy.
+        None if endpoints.all_loopback() => b = b.no_proxy(),
+        None => {}
+    }
+    b.build().map_err(|e| MdeError::InvalidConfig {
+        field: "http client",
+        reason: e.to_string(),
+    })
+}
+
+impl MdeClient {
+    /// Validates the configuration and builds the client (no network call).
+    pub fn new(cfg: ClientConfig) -> Result<Self, MdeError> {
+        Self::with_clock(cfg, Arc::new(SystemClock))
+    }
+
+    /// As [`MdeClient::new`] with an injected clock (token lifetimes, action deadlines).
+    pub fn with_clock(cfg: ClientConfig, clock: Arc<dyn Clock>) -> Result<Self, MdeError> {
+        check_id("tenant_id", &cfg.tenant_id)?;
+        check_id("client_id", &cfg.client_id)?;
+        if cfg.client_secret.expose_secret().is_empty() {
+            return Err(MdeError::InvalidConfig {
+                field: "client_secret",
+                reason: "is empty".to_owned(),
+            });
+        }
+        let endpoints = cfg.effective_endpoints();
+        endpoints.validate()?;
+        let http = build_http(&cfg, &endpoints)?;
+        Ok(MdeClient {
+            inner: Arc::new(Inner {
+                cfg,
+                endpoints,
+                http,
+                tokens: TokenCache::default(),
+                clock,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    /// The portal host links should point at.
+    pub fn portal(&self) -> &Url {
+        &self.inner.endpoints.portal
+    }
+
+    fn audience(&self, a: Audience) -> &'static str {
+        let info = self.inner.cfg.cloud.info();
+        match a {
+            Audience::Graph => info.graph_audience,
+            Audience::Mde => info.mde_audience,
+        }
+    }
+
+    async fn token(&self, a: Audience) -> Result<SecretString, MdeError> {
+        let audience = self.audience(a);
+        let clock = self.inner.clock.clone();
+        self.inner
+            .tokens
+            .get(
+                &self.inner.cfg.tenant_id,
+                audience,
+                move || clock.now(),
+                || self.fetch_token(audience),
+            )
+            .await
+    }
+
+    /// One client-credentials request.
+    async fn fetch_token(&self, audience: &str) -> Result<AccessToken, MdeError> {
+        let cfg = &self.inner.cfg;
+        let (path, field, value) = match cfg.token_form {
+            TokenForm::V2Scope => ("oauth2/v2.0/token", "scope", format!("{audience}/.default")),
+            TokenForm::V1Resource => ("oauth2/token", "resource", audience.to_owned()),
+        };
+        let url = join(&self.inner.endpoints.login, &format!("{}/{path}", cfg.tenant_id))?;
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", cfg.client_id.as_str()),
+            ("client_secret", cfg.client_secret.expose_secret()),
+            (field, value.as_str()),
+        ];
+        tracing::debug!(tenant = %cfg.tenant_id, audience, "requesting an access token");
+        let req = self.inner.http.post(url).form(&form);
+        let answer = self.send(req).await?;
+        let now = self.inner.clock.now();
+        if (200..300).contains(&answer.status) {
+            parse_token(&answer.body, now)
+        } else {
+            let call = Call::Token {
+                tenant: cfg.tenant_id.clone(),
+            };
+            Err(classify(
+                answer.status,
+                answer.retry_after.as_deref(),
+                &answer.body,
+                &call,
+                now,
+            ))
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Answer, MdeError> {
+        let resp = req.send().await.map_err(|e| MdeError::from_reqwest(&e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| MdeError::from_reqwest(&e))?
+            .to_vec();
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    /// An authorised call: on 401 the token is dropped and the call made once more.
+    async fn call(
+        &self,
+        a: Audience,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        timeout: Option<StdDuration>,
+        call: &Call,
+    ) -> Result<Answer, MdeError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = self.token(a).await?;
+            let mut req = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose_secret());
+            if let Some(b) = &body {
+                req = req
+                    .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+                    .body(b.clone());
+            }
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
+            let answer = self.send(req).await?;
+            tracing::debug!(?call, status = answer.status, attempt, "microsoft call");
+            if (200..300).contains(&answer.status) {
+                return Ok(answer);
+            }
+            if answer.status == 401 && attempt == 1 {
+                let audience = self.audience(a);
+                self.inner
+                    .tokens
+                    .invalidate(&self.inner.cfg.tenant_id, audience, &token)
+                    .await;
+                continue;
+            }
+            let err = classify(
+                answer.status,
+                answer.retry_after.as_deref(),
+                &answer.body,
+                call,
+                self.inner.clock.now(),
+            );
+            tracing::info!(?call, status = answer.status, kind = err.kind(), error = %err, "microsoft call failed");
+            return Err(err);
+        }
+    }
+
+    fn mde_url(&self, rel: &str) -> Result<Url, MdeError> {
+        join(&self.inner.endpoints.mde_api, rel)
+    }
+
+    /// Runs a hunting query on the configured API.
+    pub async fn hunt(&self, query: &str, span: Option<HuntSpan>) -> Result<HuntResult, MdeError> {
+        self.hunt_via(self.inner.cfg.hunting_api, query, span).await
+    }
+
+    /// Runs a hunting query on a chosen API. `span` is Graph's `Timespan`; the MDE API has no
+    /// such parameter, so there the query must bound its own time.
+    pub async fn hunt_via(
+        &self,
+        api: HuntingApi,
+        query: &str,
+        span: Option<HuntSpan>,
+    ) -> Result<HuntResult, MdeError> {
+        if query.trim().is_empty() {
+            return Err(MdeError::InvalidInput {
+                field: "query",
+                reason: "is empty".to_owned(),
+            });
+        }
+        let (audience, url) = match api {
+            HuntingApi::Graph => (
+                Audience::Graph,
+                join(&self.inner.endpoints.graph, "v1.0/security/runHuntingQuery")?,
+            ),
+            HuntingApi::Mde => (Audience::Mde, self.mde_url("api/advancedqueries/run")?),
+        };
+        if api == HuntingApi::Mde && span.is_some() {
+            tracing::debug!("the MDE hunting API takes no timespan; the query bounds its own time");
+        }
+        let body = hunt::request_body(api, query, span)?;
+        let timeout = Some(self.inner.cfg.hunt_timeout);
+        let answer = self
+            .call(audience, Method::POST, url, Some(body), timeout, &Call::Hunt(api))
+            .await?;
+        hunt::parse_result(&answer.body, api)
+    }
+
+    async fn get_mde(&self, url: Url, call: &Call) -> Result<Vec<u8>, MdeError> {
+        let answer = self.call(Audience::Mde, Method::GET, url, None, None, call).await?;
+        Ok(answer.body)
+    }
+
+    async fn post_mde<T: Serialize>(
+        &self,
+        url: Url,
+        body: &T,
+        call: &Call,
+    ) -> Result<Vec<u8>, MdeError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| MdeError::InvalidInput {
+            field: "body",
+            reason: e.to_string(),
+        })?;
+        let answer = self
+            .call(Audience::Mde, Method::POST, url, Some(bytes), None, call)
+            .await?;
+        Ok(answer.body)
+    }
+
+    fn entity_url(&self, collection: &str, id: &str, tail: Option<&str>) -> Result<Url, MdeError> {
+        check_id("id", id)?;
+        let rel = match tail {
+            Some(t) => format!("api/{collection}/{id}/{t}"),
+            None => format!("api/{collection}/{id}"),
+        };
+        self.mde_url(&rel)
+    }
+
+    /// One machine by MDE id.
+    pub async fn machine(&self, id: &str) -> Result<Machine, MdeError> {
+        let url = self.entity_url("machines", id, None)?;
+        let call = Call::Machine {
+            what: format!("machine {id}"),
+        };
+        machines::parse_machine(&self.get_mde(url, &call).await?)
+    }
+
+    /// `GET api/machines?$filter=...`; the API's 404 for "no machines" is an empty list.
+    async fn machines_where(&self, filter: &str, what: String) -> Result<Vec<Machine>, MdeError> {
+        let mut url = self.mde_url("api/machines")?;
+        url.set_query(Some(&format!(
+            "$filter={}",
+            machines::encode_query_value(filter)
+        )));
+        match self.get_mde(url, &Call::Machine { what }).await {
+            Ok(body) => machines::parse_machines(&body),
+            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Machines whose last reported IP is `ip`.
+    pub async fn machines_by_ip(&self, ip: IpAddr) -> Result<Vec<Machine>, MdeError> {
+        let filter = format!("lastIpAddress eq {}", machines::odata_string(&ip.to_string()));
+        self.machines_where(&filter, format!("machines with last IP {ip}"))
+            .await
+    }
+
+    /// Machines with this DNS name (exact match).
+    pub async fn machines_by_dns_name(&self, name: &str) -> Result<Vec<Machine>, MdeError> {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(MdeError::InvalidInput {
+                field: "dns name",
+                reason: "must be 1-255 characters without control characters".to_owned(),
+            });
+        }
+        let filter = format!("computerDnsName eq {}", machines::odata_string(name));
+        self.machines_where(&filter, format!("machines named {name}"))
+            .await
+    }
+
+    /// Machines seen with internal IP `ip` within ±15 minutes of `at` (last 30 days only).
+    pub async fn find_by_ip(&self, ip: IpAddr, at: Timestamp) -> Result<Vec<Machine>, MdeError> {
+        let ts = at.to_kusto_string();
+        let whole = ts.get(..19).unwrap_or(&ts);
+        let url = self.mde_url(&format!(
+            "api/machines/findbyip(ip='{ip}',timestamp={whole}Z)"
+        ))?;
+        let what = format!("machines with IP {ip} at {whole}Z");
+        match self.get_mde(url, &Call::Machine { what }).await {
+            Ok(body) => machines::parse_machines(&body),
+            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Exactly one machine: zero or several are errors, never a silent pick.
+    pub async fn resolve(&self, selector: &MachineSelector) -> Result<Machine, MdeError> {
+        match selector {
+            MachineSelector::Id(id) => self.machine(id).await,
+            MachineSelector::DnsName(n) => {
+                exactly_one(self.machines_by_dns_name(n).await?, &format!("DNS name {n}"))
+            }
+            MachineSelector::IpAt(ip, at) => exactly_one(
+                self.find_by_ip(*ip, *at).await?,
+                &format!("IP {ip} at {at}"),
+            ),
+            MachineSelector::LastIp(ip) => {
+                exactly_one(self.machines_by_ip(*ip).await?, &format!("last IP {ip}"))
+            }
+        }
+    }
+
+    /// Isolates a machine. 201 gives the new action; a pending action gives
+    /// [`MdeError::ActiveRequestAlreadyExists`]; an isolated machine
+    /// [`MdeError::AlreadyIsolated`] when the API says so.
+    pub async fn isolate(
+        &self,
+        machine_id: &str,
+        isolation: IsolationType,
+        comment: &str,
+    ) -> Result<MachineAction, MdeError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "Comment")]
+            comment: &'a str,
+            #[serde(rename = "IsolationType")]
+            isolation: IsolationType,
+        }
+        check_comment(comment)?;
+        let url = self.entity_url("machines", machine_id, Some("isolate"))?;
+        let call = Call::Isolate {
+            machine_id: machine_id.to_owned(),
+        };
+        let body = Body { comment, isolation };
+        machines::parse_action(&self.post_mde(url, &body, &call).await?)
+    }
+
+    /// Releases a machine from isolation.
+    pub async fn release(&self, machine_id: &str, comment: &str) -> Result<MachineAction, MdeError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "Comment")]
+            comment: &'a str,
+        }
+        check_comment(comment)?;
+        let url = self.entity_url("machines", machine_id, Some("unisolate"))?;
+        let call = Call::Release {
+            machine_id: machine_id.to_owned(),
+        };
+        machines::parse_action(&self.post_mde(url, &Body { comment }, &call).await?)
+    }
+
+    /// One machine action.
+    pub async fn action(&self, action_id: &str) -> Result<MachineAction, MdeError> {
+        let url = self.entity_url("machineactions", action_id, None)?;
+        let call = Call::Action {
+            action_id: action_id.to_owned(),
+        };
+        machines::parse_action(&self.get_mde(url, &call).await?)
+    }
+
+    /// A machine's actions (`$filter=machineId eq '...'`; filter support is undocumented).
+    pub async fn machine_actions(&self, machine_id: &str) -> Result<Vec<MachineAction>, MdeError> {
+        check_id("machine_id", machine_id)?;
+        let mut url = self.mde_url("api/machineactions")?;
+        let filter = format!("machineId eq {}", machines::odata_string(machine_id));
+        url.set_query(Some(&format!(
+            "$filter={}",
+            machines::encode_query_value(&filter)
+        )));
+        let call = Call::Machine {
+            what: format!("actions of machine {machine_id}"),
+        };
+        match self.get_mde(url, &call).await {
+            Ok(body) => machines::parse_actions(&body),
+            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Isolation state from the newest isolate/release action.
+    pub async fn isolation_state(&self, machine_id: &str) -> Result<IsolationState, MdeError> {
+        Ok(isolation_from_actions(self.machine_actions(machine_id).await?))
+    }
+
+    /// Polls an action every `poll` until it is final or `deadline` (on the client's clock)
+    /// has passed. Retryable errors while polling are logged and polled through.
+    pub async fn wait_for_action(
+        &self,
+        action_id: &str,
+        poll: StdDuration,
+        deadline: StdDuration,
+    ) -> Result<MachineAction, MdeError> {
+        let clock = &self.inner.clock;
+        let end = clock.now() + culprit_model::Duration::from_std(deadline);
+        let mut last_status = ActionStatus::Other("unknown".to_owned());
+        loop {
+            match self.action(action_id).await {
+                Ok(a) if a.status.is_final() => return Ok(a),
+                Ok(a) => last_status = a.status,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(action_id, kind = e.kind(), error = %e, "polling a machine action");
+                }
+                Err(e) => return Err(e),
+            }
+            if clock.now() >= end {
+                return Err(MdeError::ActionDeadline {
+                    action_id: action_id.to_owned(),
+                    status: last_status.as_str().to_owned(),
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+fn check_comment(comment: &str) -> Result<(), MdeError> {
+    if comment.trim().is_empty() || comment.chars().count() > 1000 {
+        return Err(MdeError::InvalidInput {
+            field: "comment",
+            reason: "is required and at most 1000 characters".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The newest isolate/release action decides; a pending one wins.
+pub(crate) fn isolation_from_actions(actions: Vec<MachineAction>) -> IsolationState {
+    let mut relevant: Vec<MachineAction> = actions
+        .into_iter()
+        .filter(|a| {
+            a.action_type.eq_ignore_ascii_case("Isolate")
+                || a.action_type.eq_ignore_ascii_case("Unisolate")
+        })
+        .collect();
+    relevant.sort_by_key(|a| std::cmp::Reverse(a.created));
+    if let Some(p) = relevant.iter().find(|a| !a.status.is_final()) {
+        return IsolationState::Pending(p.clone());
+    }
+    match relevant
+        .into_iter()
+        .find(|a| a.status == ActionStatus::Succeeded)
+    {
+        Some(a) if a.action_type.eq_ignore_ascii_case("Isolate") => IsolationState::Isolated(a),
+        other => IsolationState::NotIsolated(other),
+    }
+}
