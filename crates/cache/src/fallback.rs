@@ -182,3 +182,128 @@ impl HuntBudget for FallbackBudget {
         self.primary.limits()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_unix_seconds(1_700_000_000);
+
+    /// A primary that can be switched off, counting the calls it receives.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: MemoryBudget,
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Flaky {
+        fn new() -> Arc<Self> {
+            Arc::new(Flaky {
+                inner: MemoryBudget::new(BudgetLimits::default()).unwrap(),
+                down: AtomicBool::new(false),
+                calls: AtomicUsize::new(0),
+            })
+        }
+        fn check(&self) -> Result<(), CacheError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(CacheError::corrupt("test", "primary down"));
+            }
+            Ok(())
+        }
+    }
+
+    impl HuntBudget for Flaky {
+        fn try_spend<'a>(
+            &'a self,
+            tenant: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Spend, CacheError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.try_spend(tenant, now).await
+            })
+        }
+        fn remaining<'a>(
+            &'a self,
+            tenant: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Remaining, CacheError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.remaining(tenant, now).await
+            })
+        }
+        fn absorb<'a>(
+            &'a self,
+            tenant: &'a str,
+            at: &'a [Timestamp],
+        ) -> BoxFuture<'a, Result<(), CacheError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.absorb(tenant, at).await
+            })
+        }
+        fn limits(&self) -> BudgetLimits {
+            self.inner.limits()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_spends_the_local_share_and_recovery_replays_it() {
+        let primary = Flaky::new();
+        let b = FallbackBudget::new(primary.clone(), 1.0 / 3.0).unwrap();
+        assert_eq!(b.try_spend("t", T0).await.unwrap(), Spend::Granted);
+        primary.down.store(true, Ordering::SeqCst);
+
+        // A third of 45 is 15, and the call already made through the primary counts.
+        let mut granted = 1;
+        let now = T0 + Duration::from_seconds(1);
+        while b.try_spend("t", now).await.unwrap() == Spend::Granted {
+            granted += 1;
+        }
+        assert_eq!(granted, 15);
+        assert!(b.is_degraded());
+        // The primary saw the first call and the one that failed, not one per later call.
+        assert_eq!(primary.calls.load(Ordering::SeqCst), 2);
+
+        primary.down.store(false, Ordering::SeqCst);
+        let later = T0 + Duration::from_seconds(2);
+        assert_eq!(b.try_spend("t", later).await.unwrap(), Spend::Granted);
+        assert!(!b.is_degraded());
+        // The primary now knows the 14 local grants plus its own two.
+        let left = primary.inner.remaining("t", later).await.unwrap();
+        assert_eq!(left.per_minute, 45 - 16);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_not_an_outage() {
+        let b = FallbackBudget::new(Flaky::new(), 0.5).unwrap();
+        assert!(matches!(
+            b.try_spend("", T0).await,
+            Err(CacheError::InvalidInput {
+                field: "tenant",
+                ..
+            })
+        ));
+        assert!(!b.is_degraded());
+    }
+
+    #[tokio::test]
+    async fn remaining_falls_back_too() {
+        let primary = Flaky::new();
+        let b = FallbackBudget::new(primary.clone(), 0.5).unwrap();
+        primary.down.store(true, Ordering::SeqCst);
+        let left = b.remaining("t", T0).await.unwrap();
+        assert_eq!(
+            left,
+            Remaining {
+                per_minute: 22,
+                per_hour: 750
+            }
+        );
+    }
+}

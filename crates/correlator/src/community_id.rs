@@ -17,7 +17,13 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 
 /// `1:<base64(sha1(seed . saddr . daddr . proto . 0 . sport . dport))>` with the endpoints in
 /// canonical order.
-pub fn community_id(proto: Protocol, a: IpAddr, a_port: u16, b: IpAddr, b_port: u16) -> Option<String> {
+pub fn community_id(
+    proto: Protocol,
+    a: IpAddr,
+    a_port: u16,
+    b: IpAddr,
+    b_port: u16,
+) -> Option<String> {
     let proto_num: u8 = match proto {
         Protocol::Tcp => 6,
         Protocol::Udp => 17,
@@ -54,7 +60,13 @@ pub(crate) fn of_row(row: &NetRow<'_>, remote: IpAddr, proto: Protocol) -> Optio
 }
 
 fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
     let mut msg = data.to_vec();
     let bit_len = (data.len() as u64).wrapping_mul(8);
     msg.push(0x80);
@@ -106,7 +118,11 @@ fn base64(data: &[u8]) -> String {
     let mut out = String::new();
     for chunk in data.chunks(3) {
         let n = chunk.len();
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= n {
@@ -137,8 +153,22 @@ mod tests {
     fn matches_the_spec_baseline_in_both_directions() {
         // Vectors from corelight/community-id-spec baseline_deflt.json.
         let cases = [
-            (Protocol::Tcp, "128.232.110.120", 34855, "66.35.250.204", 80, "1:LQU9qZlK+B5F3KDmev6m5PMibrg="),
-            (Protocol::Udp, "192.168.1.52", 54585, "8.8.8.8", 53, "1:d/FP5EW3wiY1vCndhwleRRKHowQ="),
+            (
+                Protocol::Tcp,
+                "128.232.110.120",
+                34855,
+                "66.35.250.204",
+                80,
+                "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+            ),
+            (
+                Protocol::Udp,
+                "192.168.1.52",
+                54585,
+                "8.8.8.8",
+                53,
+                "1:d/FP5EW3wiY1vCndhwleRRKHowQ=",
+            ),
             (
                 Protocol::Tcp,
                 "2001:470:e5bf:dead:4957:2174:e82c:4887",
@@ -152,6 +182,9 @@ mod tests {
             assert_eq!(community_id(p, ip(a), ap, ip(b), bp).as_deref(), Some(want));
             assert_eq!(community_id(p, ip(b), bp, ip(a), ap).as_deref(), Some(want));
         }
-        assert_eq!(community_id(Protocol::Icmp, ip("1.1.1.1"), 0, ip("2.2.2.2"), 0), None);
+        assert_eq!(
+            community_id(Protocol::Icmp, ip("1.1.1.1"), 0, ip("2.2.2.2"), 0),
+            None
+        );
     }
 }

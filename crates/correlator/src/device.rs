@@ -30,6 +30,19 @@ struct DeviceObs<'a> {
     own: HashSet<IpAddr>,
     /// (time, holds the address?)
     obs: Vec<(Timestamp, bool)>,
+    /// When the device's snapshots came in: their cadence tells when a silent device left.
+    snapshots: Vec<Timestamp>,
+}
+
+impl DeviceObs<'_> {
+    /// Twice the usual gap between snapshots, for a device that reports periodically.
+    fn staleness(&self) -> Option<Duration> {
+        let mut gaps: Vec<i64> = self.snapshots.windows(2).map(|w| (w[1] - w[0]).0).collect();
+        gaps.sort_unstable();
+        gaps.get(gaps.len() / 2)
+            .filter(|g| **g > 0)
+            .map(|g| Duration(g.saturating_mul(2)))
+    }
 }
 
 /// Outbound rows leave from an ephemeral port to a service port; a row whose local port is
@@ -54,7 +67,9 @@ fn observations<'a>(tel: &'a Telemetry, ip: IpAddr) -> BTreeMap<&'a str, DeviceO
         *snapshots.entry((&r.device_id, r.timestamp)).or_default() |= r.ip_addresses.contains(&ip);
     }
     for ((id, t), has) in snapshots {
-        devs.entry(id).or_default().obs.push((t, has));
+        let d = devs.entry(id).or_default();
+        d.obs.push((t, has));
+        d.snapshots.push(t);
     }
     for r in &tel.network {
         let (l, rm) = (r.local_ip == Some(ip), r.remote_ip == Some(ip));
@@ -82,7 +97,12 @@ fn observations<'a>(tel: &'a Telemetry, ip: IpAddr) -> BTreeMap<&'a str, DeviceO
 }
 
 /// Resolves `ip` to the devices that held it during `[start, end]`.
-pub(crate) fn resolve(tel: &Telemetry, ip: IpAddr, start: Timestamp, end: Timestamp) -> Resolution<'_> {
+pub(crate) fn resolve(
+    tel: &Telemetry,
+    ip: IpAddr,
+    start: Timestamp,
+    end: Timestamp,
+) -> Resolution<'_> {
     let devs = observations(tel, ip);
     let mut holds: Vec<(Held, Timestamp)> = Vec::new();
     for (id, d) in &devs {
@@ -94,7 +114,15 @@ pub(crate) fn resolve(tel: &Telemetry, ip: IpAddr, start: Timestamp, end: Timest
             match (has, open) {
                 (true, None) => open = Some(t),
                 (false, Some(s)) => {
-                    holds.push((Held { id, name: d.name, from: s, until: Some(t) }, t));
+                    holds.push((
+                        Held {
+                            id,
+                            name: d.name,
+                            from: s,
+                            until: Some(t),
+                        },
+                        t,
+                    ));
                     open = None;
                 }
                 _ => {}
@@ -104,7 +132,15 @@ pub(crate) fn resolve(tel: &Telemetry, ip: IpAddr, start: Timestamp, end: Timest
             }
         }
         if let (Some(s), Some(lp)) = (open, last_pos) {
-            holds.push((Held { id, name: d.name, from: s, until: None }, lp));
+            holds.push((
+                Held {
+                    id,
+                    name: d.name,
+                    from: s,
+                    until: None,
+                },
+                lp,
+            ));
         }
     }
     // A hold nothing closed ends when another device is next seen with the address.
@@ -112,13 +148,22 @@ pub(crate) fn resolve(tel: &Telemetry, ip: IpAddr, start: Timestamp, end: Timest
         .iter()
         .flat_map(|(id, d)| d.obs.iter().filter(|o| o.1).map(move |o| (*id, o.0)))
         .collect();
+    // A device that reports periodically and went silent left with its address.
     for (h, last_pos) in &mut holds {
         if h.until.is_none() {
-            h.until = positives
+            let taken = positives
                 .iter()
                 .filter(|(id, t)| *id != h.id && t > last_pos)
                 .map(|(_, t)| *t)
                 .min();
+            let stale = devs
+                .get(h.id)
+                .and_then(DeviceObs::staleness)
+                .map(|s| *last_pos + s);
+            h.until = match (taken, stale) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
     }
     let mut hits: Vec<Held> = Vec::new();
@@ -154,12 +199,21 @@ pub(crate) fn resolve_by_name<'a>(tel: &'a Telemetry, name: &str) -> Resolution<
         .device_info
         .iter()
         .map(|r| (r.device_id.as_str(), r.device_name.as_str(), r.timestamp))
-        .chain(tel.network.iter().map(|r| (r.device_id.as_str(), r.device_name.as_str(), r.timestamp)));
+        .chain(
+            tel.network
+                .iter()
+                .map(|r| (r.device_id.as_str(), r.device_name.as_str(), r.timestamp)),
+        );
     for (id, n, t) in names {
         if want.is_empty() || label(n) != want || found.iter().any(|h| h.id == id) {
             continue;
         }
-        found.push(Held { id, name: n, from: t, until: None });
+        found.push(Held {
+            id,
+            name: n,
+            from: t,
+            until: None,
+        });
     }
     match found.len() {
         0 => Resolution::NotFound,
@@ -187,9 +241,14 @@ pub(crate) fn sensor_inactive(
             return Some(format!("its onboarding status is \"{onboarding}\""));
         }
         let health = info.sensor_health_state.trim();
-        if ["inactive", "nosensordata", "impairedcommunication", "misconfigured"]
-            .iter()
-            .any(|s| health.eq_ignore_ascii_case(s))
+        if [
+            "inactive",
+            "nosensordata",
+            "impairedcommunication",
+            "misconfigured",
+        ]
+        .iter()
+        .any(|s| health.eq_ignore_ascii_case(s))
         {
             return Some(format!("its sensor health state is \"{health}\""));
         }
@@ -200,5 +259,67 @@ pub(crate) fn sensor_inactive(
             seen.to_millis_string()
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_model::telemetry::NetworkInfo;
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse(&format!("2023-08-18T{s}Z")).unwrap()
+    }
+
+    fn ni(id: &str, at: &str, ips: &[&str]) -> NetworkInfo {
+        NetworkInfo {
+            timestamp: t(at),
+            device_id: id.into(),
+            device_name: id.into(),
+            ip_addresses: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn adapters_reported_together_are_one_snapshot() {
+        let ip: IpAddr = "192.168.1.42".parse().unwrap();
+        let tel = Telemetry {
+            network_info: vec![
+                ni("a", "10:00:00", &["192.168.1.42"]),
+                ni("a", "10:00:00", &["10.8.0.2"]),
+            ],
+            ..Telemetry::default()
+        };
+        let r = resolve(&tel, ip, t("11:00:00"), t("11:05:00"));
+        assert!(matches!(r, Resolution::One(h) if h.id == "a" && h.until.is_none()));
+    }
+
+    #[test]
+    fn a_release_ends_the_hold() {
+        let ip: IpAddr = "192.168.1.42".parse().unwrap();
+        let tel = Telemetry {
+            network_info: vec![
+                ni("b", "09:00:00", &["192.168.1.42"]),
+                ni("b", "09:30:00", &["192.168.1.34"]),
+            ],
+            ..Telemetry::default()
+        };
+        assert_eq!(
+            resolve(&tel, ip, t("10:00:00"), t("10:05:00")),
+            Resolution::NotFound
+        );
+        let r = resolve(&tel, ip, t("09:10:00"), t("09:15:00"));
+        assert!(matches!(r, Resolution::One(h) if h.until == Some(t("09:30:00"))));
+    }
+
+    #[test]
+    fn service_port_on_the_local_side_means_swapped_columns() {
+        assert!(looks_swapped(Some(443), Some(51000), "ConnectionSuccess"));
+        assert!(!looks_swapped(Some(51000), Some(443), "ConnectionSuccess"));
+        assert!(!looks_swapped(
+            Some(5985),
+            Some(51000),
+            "InboundConnectionAccepted"
+        ));
     }
 }

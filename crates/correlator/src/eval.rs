@@ -103,9 +103,9 @@ fn label(p: &ProcessAnswer) -> String {
 fn ranked(c: &Correlation) -> Vec<&ProcessAnswer> {
     let mut v: Vec<&ProcessAnswer> = c.probable.iter().collect();
     v.extend(c.candidates.iter().filter(|x| {
-        c.probable
-            .as_ref()
-            .is_none_or(|p| !(p.process_id == x.process_id && p.process_creation_time == x.process_creation_time))
+        c.probable.as_ref().is_none_or(|p| {
+            !(p.process_id == x.process_id && p.process_creation_time == x.process_creation_time)
+        })
     }));
     v
 }
@@ -141,23 +141,33 @@ fn score_one(id: &str, result: Option<&Correlation>, t: &TruthDetection) -> Dete
     }
     if let Some(e) = &t.expected {
         s.rank = ranked(r).iter().position(|p| e.matches(p)).map(|i| i + 1);
-        s.top1 = r.status == Status::Attributed && r.probable.as_ref().is_some_and(|p| e.matches(p));
+        s.top1 =
+            r.status == Status::Attributed && r.probable.as_ref().is_some_and(|p| e.matches(p));
     }
     if let Some(rc) = &t.root_cause {
-        s.root_cause_correct = Some(r.status == Status::Attributed && r.root_cause.as_ref().is_some_and(|p| rc.matches(p)));
+        s.root_cause_correct = Some(
+            r.status == Status::Attributed && r.root_cause.as_ref().is_some_and(|p| rc.matches(p)),
+        );
     }
     s
 }
 
 /// Scores a scenario's answers (one per detection; extra answers are ignored).
 pub fn score(scenario: &str, results: &[Correlation], truth: &Truth) -> ScenarioScore {
-    let scorer = results.first().map(|r| r.scorer.clone()).unwrap_or_default();
+    let scorer = results
+        .first()
+        .map(|r| r.scorer.clone())
+        .unwrap_or_default();
     let detections = truth
         .detections
         .iter()
         .map(|(id, t)| score_one(id, results.iter().find(|r| &r.detection_id == id), t))
         .collect();
-    ScenarioScore { scenario: scenario.to_owned(), scorer, detections }
+    ScenarioScore {
+        scenario: scenario.to_owned(),
+        scorer,
+        detections,
+    }
 }
 
 /// Aggregates over a set of detections.
@@ -192,7 +202,11 @@ impl Summary {
                 s.honest_abstentions += usize::from(d.top1);
             }
         }
-        s.mrr = if s.detections == 0 { 0.0 } else { rr / s.detections as f64 };
+        s.mrr = if s.detections == 0 {
+            0.0
+        } else {
+            rr / s.detections as f64
+        };
         s
     }
 }
@@ -245,7 +259,11 @@ impl Report {
             )
         };
         for sc in &self.scenarios {
-            out.push_str(&line(&sc.scenario, &sc.scorer, &Summary::of(&sc.detections)));
+            out.push_str(&line(
+                &sc.scenario,
+                &sc.scorer,
+                &Summary::of(&sc.detections),
+            ));
         }
         for (scorer, s) in &self.overall {
             out.push_str(&line("OVERALL", scorer, s));
@@ -257,7 +275,11 @@ impl Report {
     pub fn misses(&self) -> Vec<String> {
         let mut v = Vec::new();
         for sc in &self.scenarios {
-            for d in sc.detections.iter().filter(|d| !d.top1 || d.root_cause_correct == Some(false)) {
+            for d in sc
+                .detections
+                .iter()
+                .filter(|d| !d.top1 || d.root_cause_correct == Some(false))
+            {
                 v.push(format!(
                     "{} [{}] {}: expected {}, answered {} (status {:?}, rank {:?}, root cause ok {:?})",
                     sc.scenario, sc.scorer, d.detection_id, d.expected, d.answered, d.status, d.rank, d.root_cause_correct
@@ -265,5 +287,130 @@ impl Report {
             }
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_model::correlation::DetectionSummary;
+    use culprit_model::detection::{DetectionKey, SourceKind};
+
+    const TRUTH: &str = r#"{"scenario": "s1", "detections": {
+        "1": {"class": "c2",
+              "expected": {"DeviceName": "h.lab", "ProcessId": 10, "FileName": "a.exe",
+                           "ProcessCreationTime": "2023-08-16T04:54:30.9870000Z"},
+              "root_cause": {"DeviceName": "h.lab", "ProcessId": 5, "FileName": "d.exe",
+                             "ProcessCreationTime": null},
+              "also_correct": [], "why": "x"},
+        "2": {"class": "c2", "expected_status": "insufficient_telemetry", "why": "y"},
+        "3": {"class": "c2",
+              "expected": {"DeviceName": "h.lab", "ProcessId": 20, "FileName": "b.exe",
+                           "ProcessCreationTime": null},
+              "why": "z"}}}"#;
+
+    fn proc(pid: u32, name: &str, created: Option<&str>) -> ProcessAnswer {
+        ProcessAnswer {
+            device_name: "H.LAB".into(),
+            process_id: pid,
+            file_name: name.into(),
+            process_creation_time: created.map(|c| Timestamp::parse(c).unwrap()),
+            ..ProcessAnswer::default()
+        }
+    }
+
+    fn answer(
+        id: &str,
+        status: Status,
+        ranked: Vec<ProcessAnswer>,
+        root: Option<ProcessAnswer>,
+    ) -> Correlation {
+        Correlation {
+            detection_id: id.into(),
+            detection_key: DetectionKey::new(SourceKind::Vectra, "t", id, "0"),
+            source: SourceKind::Vectra,
+            tenant: "t".into(),
+            status,
+            error_kind: None,
+            explanation: String::new(),
+            device: None,
+            devices: Vec::new(),
+            probable: if status == Status::Attributed {
+                ranked.first().cloned()
+            } else {
+                None
+            },
+            root_cause: root,
+            candidates: ranked,
+            window_activity: Vec::new(),
+            hunting_query: None,
+            links: None,
+            detection: DetectionSummary::default(),
+            scorer: "culprit".into(),
+            computed_at: Timestamp::default(),
+        }
+    }
+
+    #[test]
+    fn scores_rank_status_and_root_cause() {
+        let truth = Truth::from_json(TRUTH).unwrap();
+        assert_eq!(
+            truth.detections["2"].status(),
+            Status::InsufficientTelemetry
+        );
+        let right = proc(10, "a.exe", Some("2023-08-16T04:54:30.1Z"));
+        // Same PID and name, created at another second: a reused PID, not the process.
+        let reused = proc(10, "a.exe", Some("2023-08-16T04:50:00Z"));
+        let results = vec![
+            answer(
+                "1",
+                Status::Attributed,
+                vec![reused, right],
+                Some(proc(5, "d.exe", None)),
+            ),
+            answer("2", Status::InsufficientTelemetry, vec![], None),
+            answer(
+                "3",
+                Status::InsufficientTelemetry,
+                vec![proc(20, "b.exe", None)],
+                None,
+            ),
+        ];
+        let sc = score("s1", &results, &truth);
+        let d: Vec<(bool, Option<usize>, Option<bool>)> = sc
+            .detections
+            .iter()
+            .map(|d| (d.top1, d.rank, d.root_cause_correct))
+            .collect();
+        assert_eq!(
+            d,
+            [
+                (false, Some(2), Some(true)),
+                (true, Some(1), None),
+                (false, Some(1), None)
+            ]
+        );
+        let s = Summary::of(&sc.detections);
+        assert_eq!(
+            (s.top1, s.top3, s.honest_abstentions, s.abstentions_expected),
+            (1, 3, 1, 1)
+        );
+        assert!((s.mrr - (0.5 + 1.0 + 1.0) / 3.0).abs() < 1e-9);
+        let report = Report::new(vec![sc]);
+        let table = report.render();
+        assert!(
+            table.contains("OVERALL") && table.contains("1/3"),
+            "{table}"
+        );
+        assert_eq!(report.misses().len(), 2);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["overall"]["culprit"]["top1"], 1);
+    }
+
+    #[test]
+    fn a_missing_answer_scores_nothing() {
+        let truth = Truth::from_json(TRUTH).unwrap();
+        let sc = score("s1", &[], &truth);
+        assert!(sc.detections.iter().all(|d| !d.top1 && d.rank.is_none()));
     }
 }

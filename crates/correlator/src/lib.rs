@@ -13,11 +13,11 @@ mod query;
 mod score;
 mod view;
 
-use std::collections::HashMap;
-
 use culprit_model::correlation::{DetectionSummary, DeviceRef, ParentRef};
 use culprit_model::detection::Subject;
-use culprit_model::{Correlation, Detection, Duration, ProcessAnswer, Status, Telemetry, Timestamp};
+use culprit_model::{
+    Correlation, Detection, Duration, ProcessAnswer, Status, Telemetry, Timestamp,
+};
 
 pub use community_id::community_id;
 
@@ -28,7 +28,9 @@ use score::{Cand, Ctx};
 use view::{DeviceView, PKey};
 
 /// How candidates are ranked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scorer {
     /// Direct session evidence first, then coverage, domains, timing and periodicity.
@@ -97,7 +99,11 @@ fn summary(det: &Detection) -> DetectionSummary {
     let traffic = if dests.is_empty() {
         "no destinations given".to_owned()
     } else {
-        format!("{n} session{} to {}", if n == 1 { "" } else { "s" }, dests.join(", "))
+        format!(
+            "{n} session{} to {}",
+            if n == 1 { "" } else { "s" },
+            dests.join(", ")
+        )
     };
     DetectionSummary {
         detection_type: det.detection_type.clone(),
@@ -154,12 +160,18 @@ fn host_label(det: &Detection) -> String {
 
 /// Attributes one detection. Never panics; fills everything in the output contract except
 /// `links`, which need the tenant's portal.
-pub fn attribute(detection: &Detection, telemetry: &Telemetry, opts: &Options, now: Timestamp) -> Correlation {
+pub fn attribute(
+    detection: &Detection,
+    telemetry: &Telemetry,
+    opts: &Options,
+    now: Timestamp,
+) -> Correlation {
     let det = detection;
     let mut c = empty(det, opts, now);
     if det.subject == Subject::Account {
         c.status = Status::NotHostAttributable;
-        c.explanation = "The detection is about an account, not a host: there is no process to name.".into();
+        c.explanation =
+            "The detection is about an account, not a host: there is no process to name.".into();
         return c;
     }
     if det.needs_target_list {
@@ -177,11 +189,22 @@ pub fn attribute(detection: &Detection, telemetry: &Telemetry, opts: &Options, n
     };
     let held = match resolution {
         Resolution::NotFound => {
-            c.status = if recent { Status::PendingTelemetry } else { Status::DeviceNotFound };
-            c.explanation = if recent {
-                format!("No device has reported {} yet; MDE telemetry can land up to {:.0} min late: retry later.", host_label(det), opts.ingestion_delay.as_seconds_f64() / 60.0)
+            c.status = if recent {
+                Status::PendingTelemetry
             } else {
-                format!("No onboarded device held {} during the window: check that the host runs MDE, or that the address is not a NAT or VPN gateway.", host_label(det))
+                Status::DeviceNotFound
+            };
+            c.explanation = if recent {
+                format!(
+                    "No device has reported {} yet; MDE telemetry can land up to {:.0} min late: retry later.",
+                    host_label(det),
+                    opts.ingestion_delay.as_seconds_f64() / 60.0
+                )
+            } else {
+                format!(
+                    "No onboarded device held {} during the window: check that the host runs MDE, or that the address is not a NAT or VPN gateway.",
+                    host_label(det)
+                )
             };
             return c;
         }
@@ -190,7 +213,9 @@ pub fn attribute(detection: &Detection, telemetry: &Telemetry, opts: &Options, n
             let parts: Vec<String> = list
                 .iter()
                 .map(|h| {
-                    let until = h.until.map_or("on".to_owned(), |u| format!("until {}", u.to_millis_string()));
+                    let until = h.until.map_or("on".to_owned(), |u| {
+                        format!("until {}", u.to_millis_string())
+                    });
                     format!("{} from {} {until}", h.name, h.from.to_millis_string())
                 })
                 .collect();
@@ -211,12 +236,20 @@ pub fn attribute(detection: &Detection, telemetry: &Telemetry, opts: &Options, n
     let in_window = view.net.iter().any(|r| r.t >= ws - tol && r.t <= we + tol);
     if recent && !in_window {
         c.status = Status::PendingTelemetry;
-        c.explanation = format!("{} has no network rows for the window yet; MDE telemetry can land late: retry later.", held.name);
+        c.explanation = format!(
+            "{} has no network rows for the window yet; MDE telemetry can land late: retry later.",
+            held.name
+        );
         return c;
     }
     let ips: Vec<_> = det.flows.iter().map(|f| f.remote_ip).collect();
     let lineage = Lineage::new(&view, &ips);
-    let ctx = Ctx { det, view: &view, opts, lineage: &lineage };
+    let ctx = Ctx {
+        det,
+        view: &view,
+        opts,
+        lineage: &lineage,
+    };
     let m = matching::match_sessions(det, &view, tol, opts.tight_tolerance);
     let map = score::collect(&ctx, &m);
     let mut cands = score::rank(&ctx, &m, map);
@@ -227,7 +260,13 @@ pub fn attribute(detection: &Detection, telemetry: &Telemetry, opts: &Options, n
         .take(opts.max_candidates)
         .map(|x| answer(&ctx, x))
         .collect();
-    c.hunting_query = Some(query::build(det, held.id, tol, c.probable.as_ref(), c.root_cause.as_ref()));
+    c.hunting_query = Some(query::build(
+        det,
+        held.id,
+        tol,
+        c.probable.as_ref(),
+        c.root_cause.as_ref(),
+    ));
     c
 }
 
@@ -239,7 +278,9 @@ fn decide(ctx: &Ctx<'_, '_>, m: &Matches<'_>, c: &mut Correlation, cands: &mut [
     let chosen: Option<usize> = match opts.scorer {
         Scorer::Baseline => cands.first().filter(|x| x.score > 0.0).map(|_| 0),
         Scorer::Culprit if det.flows.is_empty() => {
-            let active: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].outbound_rows > 0).collect();
+            let active: Vec<usize> = (0..cands.len())
+                .filter(|&i| cands[i].outbound_rows > 0)
+                .collect();
             if active.len() == 1 {
                 let i = active[0];
                 cands[i].confidence = 0.35;
@@ -255,9 +296,12 @@ fn decide(ctx: &Ctx<'_, '_>, m: &Matches<'_>, c: &mut Correlation, cands: &mut [
         Scorer::Culprit => cands.first().filter(|x| x.direct() > 0).map(|_| 0),
     };
     let Some(i) = chosen else {
-        if let Some(why) = device::sensor_inactive(ctx.view, det.window.start, det.window.end, tol) {
+        if let Some(why) = device::sensor_inactive(ctx.view, det.window.start, det.window.end, tol)
+        {
             c.status = Status::SensorInactive;
-            c.explanation = format!("{name} cannot have reported the window: {why}. Check the device's sensor in the Defender portal.");
+            c.explanation = format!(
+                "{name} cannot have reported the window: {why}. Check the device's sensor in the Defender portal."
+            );
             return;
         }
         c.status = Status::InsufficientTelemetry;
@@ -270,7 +314,11 @@ fn decide(ctx: &Ctx<'_, '_>, m: &Matches<'_>, c: &mut Correlation, cands: &mut [
         } else {
             format!(
                 "No process on {name} has a row matching any of the detection's {} within ± {:.0} s: the rows that would show the owner are missing (MDE caps repeated connections). Check the device timeline.",
-                if m.targets.len() == 1 { "session".to_owned() } else { format!("{} sessions", m.targets.len()) },
+                if m.targets.len() == 1 {
+                    "session".to_owned()
+                } else {
+                    format!("{} sessions", m.targets.len())
+                },
                 tol.as_seconds_f64()
             )
         };
@@ -287,13 +335,20 @@ fn decide(ctx: &Ctx<'_, '_>, m: &Matches<'_>, c: &mut Correlation, cands: &mut [
     p.process_tree = ctx.lineage.tree(top.key);
     let at = top.first_match.unwrap_or(det.window.end) + tol;
     let root_key = match opts.scorer {
-        Scorer::Culprit => ctx.lineage.root_cause(top.handled_for.map_or(top.key, |_| top.key), at),
+        Scorer::Culprit => ctx.lineage.root_cause(top.key, at),
         Scorer::Baseline => top.key,
     };
     let root = if root_key == top.key {
         p.clone()
     } else {
-        let rc = cands.iter().find(|x| x.key == root_key).cloned().unwrap_or_else(|| Cand { key: root_key, ..Cand::default() });
+        let rc = cands
+            .iter()
+            .find(|x| x.key == root_key)
+            .cloned()
+            .unwrap_or_else(|| Cand {
+                key: root_key,
+                ..Cand::default()
+            });
         answer(ctx, &rc)
     };
     c.explanation = format!(
@@ -303,7 +358,10 @@ fn decide(ctx: &Ctx<'_, '_>, m: &Matches<'_>, c: &mut Correlation, cands: &mut [
         p.reasons.first().cloned().unwrap_or_default()
     );
     if root_key != top.key {
-        c.explanation.push_str(&format!(" Root cause: {} (PID {}).", root.file_name, root.process_id));
+        c.explanation.push_str(&format!(
+            " Root cause: {} (PID {}).",
+            root.file_name, root.process_id
+        ));
     }
     c.probable = Some(p);
     c.root_cause = Some(root);
@@ -311,7 +369,9 @@ fn decide(ctx: &Ctx<'_, '_>, m: &Matches<'_>, c: &mut Correlation, cands: &mut [
 
 fn answer(ctx: &Ctx<'_, '_>, x: &Cand) -> ProcessAnswer {
     let info = ctx.view.info(&x.key);
-    let get = |f: fn(&culprit_model::telemetry::ProcessInfo) -> &String| info.map(|p| f(p).clone()).unwrap_or_default();
+    let get = |f: fn(&culprit_model::telemetry::ProcessInfo) -> &String| {
+        info.map(|p| f(p).clone()).unwrap_or_default()
+    };
     let parent = info.and_then(|p| {
         (p.parent_id.is_some() || !p.parent_file_name.is_empty()).then(|| ParentRef {
             file_name: p.parent_file_name.clone(),
@@ -346,13 +406,4 @@ fn answer(ctx: &Ctx<'_, '_>, x: &Cand) -> ProcessAnswer {
         sessions_owned: x.direct(),
         process_tree: Vec::new(),
     }
-}
-
-/// Candidates keyed for callers that want to look one up (tests, the panel).
-pub fn candidates_by_pid(c: &Correlation) -> HashMap<u32, Vec<&ProcessAnswer>> {
-    let mut m: HashMap<u32, Vec<&ProcessAnswer>> = HashMap::new();
-    for p in &c.candidates {
-        m.entry(p.process_id).or_default().push(p);
-    }
-    m
 }

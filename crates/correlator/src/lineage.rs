@@ -59,7 +59,11 @@ pub(crate) struct Lineage<'v, 'a> {
 impl<'v, 'a> Lineage<'v, 'a> {
     pub fn new(view: &'v DeviceView<'a>, remote_ips: &[IpAddr]) -> Self {
         let mut injections = Vec::new();
-        for e in view.events.iter().filter(|e| e.action_type == "CreateRemoteThreadApiCall") {
+        for e in view
+            .events
+            .iter()
+            .filter(|e| e.action_type == "CreateRemoteThreadApiCall")
+        {
             let Some(inj_pid) = e.initiating.process_id else {
                 continue;
             };
@@ -68,7 +72,12 @@ impl<'v, 'a> Lineage<'v, 'a> {
                 continue;
             };
             let victim = view
-                .find(vpid, &e.target.file_name, e.target.creation_time, Some(e.timestamp))
+                .find(
+                    vpid,
+                    &e.target.file_name,
+                    e.target.creation_time,
+                    Some(e.timestamp),
+                )
                 .unwrap_or((vpid, e.target.creation_time));
             if victim != injector {
                 injections.push((victim, injector, e.timestamp));
@@ -85,7 +94,11 @@ impl<'v, 'a> Lineage<'v, 'a> {
             })
             .map(|r| r.key)
             .collect();
-        Lineage { view, injections, reached }
+        Lineage {
+            view,
+            injections,
+            reached,
+        }
     }
 
     /// The process that injected code into `k` no later than `by`.
@@ -109,7 +122,9 @@ impl<'v, 'a> Lineage<'v, 'a> {
     pub fn parent(&self, k: &PKey) -> Option<PKey> {
         let info = self.view.info(k)?;
         let pid = info.parent_id?;
-        let found = self.view.find(pid, &info.parent_file_name, info.parent_creation_time, k.1);
+        let found = self
+            .view
+            .find(pid, &info.parent_file_name, info.parent_creation_time, k.1);
         found.or_else(|| info.parent_creation_time.map(|c| (pid, Some(c))))
     }
 
@@ -121,7 +136,9 @@ impl<'v, 'a> Lineage<'v, 'a> {
         }
         self.view.info(k).is_some_and(|p| {
             user_writable(&p.folder_path)
-                || PROXY_EXECUTION.iter().any(|x| p.file_name.eq_ignore_ascii_case(x))
+                || PROXY_EXECUTION
+                    .iter()
+                    .any(|x| p.file_name.eq_ignore_ascii_case(x))
         })
     }
 
@@ -183,7 +200,9 @@ impl<'v, 'a> Lineage<'v, 'a> {
         }
         for c in self.view.created.iter().filter(|c| {
             c.initiating.process_id == Some(k.0)
-                && (k.1.is_none() || c.initiating.creation_time.is_none() || c.initiating.creation_time == k.1)
+                && (k.1.is_none()
+                    || c.initiating.creation_time.is_none()
+                    || c.initiating.creation_time == k.1)
         }) {
             if let Some(pid) = c.process.process_id {
                 out.push(self.node(&(pid, c.process.creation_time), depth, "child"));

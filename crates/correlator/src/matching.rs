@@ -147,9 +147,7 @@ fn joins_flow(det: &Detection, fi: usize, row: &NetRow<'_>) -> bool {
 
 fn distance(row_t: Timestamp, offset: Duration, t: &Target<'_>) -> Duration {
     let x = row_t + offset;
-    if t.anchored {
-        x - t.start
-    } else if x < t.start {
+    if t.anchored || x < t.start {
         x - t.start
     } else if x > t.end {
         x - t.end
@@ -174,15 +172,16 @@ fn quality(
         }
         return Some(Quality::Exact);
     }
-    if let Some(cid) = t.community_id {
-        if let Some(mine) = community_id::of_row(row, f.remote_ip, f.protocol) {
-            if mine != cid {
-                return None;
-            }
-            return Some(Quality::CommunityId);
-        }
+    if let Some(cid) = t.community_id
+        && let Some(mine) = community_id::of_row(row, f.remote_ip, f.protocol)
+    {
+        return (mine == cid).then_some(Quality::CommunityId);
     }
-    Some(if dt.abs() <= tight { Quality::Tight } else { Quality::Loose })
+    Some(if dt.abs() <= tight {
+        Quality::Tight
+    } else {
+        Quality::Loose
+    })
 }
 
 /// The offset that lines up the most sessions with a row within `tight`; ties go to the
@@ -216,9 +215,11 @@ fn estimate_offset(
             .iter()
             .filter(|t| t.anchored)
             .filter(|t| {
-                flow_rows.get(t.flow).into_iter().flatten().any(|&ri| {
-                    (distance(view.net[ri].t, off, t)).abs() <= tight
-                })
+                flow_rows
+                    .get(t.flow)
+                    .into_iter()
+                    .flatten()
+                    .any(|&ri| (distance(view.net[ri].t, off, t)).abs() <= tight)
             })
             .count()
     };
@@ -230,7 +231,30 @@ fn estimate_offset(
             best = (n, off);
         }
     }
-    best.1
+    if best.1 == Duration::ZERO {
+        return best.1;
+    }
+    // Centre the offset on the lined-up pairs: the smallest offset of the plateau sits up to
+    // `tight` off the real one.
+    let mut residuals: Vec<i64> = targets
+        .iter()
+        .filter(|t| t.anchored)
+        .filter_map(|t| {
+            flow_rows
+                .get(t.flow)
+                .into_iter()
+                .flatten()
+                .map(|&ri| t.start - view.net[ri].t)
+                .filter(|d| (*d + -best.1).abs() <= tight)
+                .min_by_key(|d| (*d + -best.1).abs())
+                .map(|d| d.0)
+        })
+        .collect();
+    residuals.sort_unstable();
+    match residuals.get(residuals.len() / 2) {
+        Some(&m) if lined_up(Duration(m)) >= best.0 => Duration(m),
+        _ => best.1,
+    }
 }
 
 pub(crate) fn match_sessions<'d>(
@@ -263,7 +287,12 @@ pub(crate) fn match_sessions<'d>(
                 continue;
             }
             if let Some(q) = quality(det, &view.net[ri], t, dt, tight) {
-                pairs.push(Assignment { target: ti, row: ri, quality: q, dt });
+                pairs.push(Assignment {
+                    target: ti,
+                    row: ri,
+                    quality: q,
+                    dt,
+                });
             }
         }
     }
@@ -283,7 +312,11 @@ pub(crate) fn match_sessions<'d>(
     for a in &pairs {
         if !done_t[a.target] {
             done_t[a.target] = true;
-            let quality = if a.quality <= Quality::CommunityId { a.quality } else { Quality::Reused };
+            let quality = if a.quality <= Quality::CommunityId {
+                a.quality
+            } else {
+                Quality::Reused
+            };
             assignments.push(Assignment { quality, ..*a });
         }
     }
@@ -301,9 +334,19 @@ pub(crate) fn match_sessions<'d>(
             .max_by_key(|&&ri| view.net[ri].t);
         if let Some(&ri) = earlier {
             let dt = distance(view.net[ri].t, offset, t);
-            assignments.push(Assignment { target: ti, row: ri, quality: Quality::Capped, dt });
+            assignments.push(Assignment {
+                target: ti,
+                row: ri,
+                quality: Quality::Capped,
+                dt,
+            });
         }
     }
     assignments.sort_by_key(|a| a.target);
-    Matches { targets, offset, assignments, flow_rows }
+    Matches {
+        targets,
+        offset,
+        assignments,
+        flow_rows,
+    }
 }

@@ -21,7 +21,10 @@ fn distinctive(p: &ProcessAnswer) -> bool {
 }
 
 fn process_filter(p: &ProcessAnswer) -> String {
-    let mut s = format!("InitiatingProcessId == {} or ProcessId == {}", p.process_id, p.process_id);
+    let mut s = format!(
+        "InitiatingProcessId == {} or ProcessId == {}",
+        p.process_id, p.process_id
+    );
     if let Some(c) = p.process_creation_time {
         s = format!(
             "(InitiatingProcessId == {pid} and InitiatingProcessCreationTime == {c}) or (ProcessId == {pid} and ProcessCreationTime == {c})",
@@ -66,7 +69,11 @@ pub(crate) fn build(
 
     let mut hashes: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
-    for p in [probable, root].into_iter().flatten().filter(|p| distinctive(p)) {
+    for p in [probable, root]
+        .into_iter()
+        .flatten()
+        .filter(|p| distinctive(p))
+    {
         hashes.extend([p.sha256.clone()].into_iter().filter(|h| !h.is_empty()));
         if !p.file_name.is_empty() {
             names.push(p.file_name.clone());
@@ -84,7 +91,9 @@ pub(crate) fn build(
     }
     for n in &names {
         let q = quote_string(n);
-        any.push(format!("ProcessCommandLine has {q} or InitiatingProcessCommandLine has {q}"));
+        any.push(format!(
+            "ProcessCommandLine has {q} or InitiatingProcessCommandLine has {q}"
+        ));
     }
     if any.is_empty() {
         // Nothing distinctive: who else talked to this host around the detection.

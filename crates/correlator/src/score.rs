@@ -40,7 +40,11 @@ pub(crate) struct Cand {
 
 impl Cand {
     fn new(key: PKey) -> Self {
-        Cand { key, doubt: 1.0, ..Cand::default() }
+        Cand {
+            key,
+            doubt: 1.0,
+            ..Cand::default()
+        }
     }
     pub fn direct(&self) -> u32 {
         self.counts
@@ -96,10 +100,13 @@ pub(crate) fn collect(ctx: &Ctx<'_, '_>, m: &Matches<'_>) -> HashMap<PKey, Cand>
             c.outbound_rows += 1;
         }
         // The vendor's count: destinations contacted from the host's address, in the window.
-        if row.t >= ws && row.t <= we && row.local_ip.is_some() && row.local_ip == det.host.ip {
-            if let Some(r) = row.remote_ip {
-                c.unique_dests.insert(r);
-            }
+        if row.t >= ws
+            && row.t <= we
+            && row.local_ip.is_some()
+            && row.local_ip == det.host.ip
+            && let Some(r) = row.remote_ip
+        {
+            c.unique_dests.insert(r);
         }
     }
     for a in &m.assignments {
@@ -137,13 +144,19 @@ pub(crate) fn periodicity(times: &[Timestamp]) -> Option<(f64, usize)> {
     if times.len() < 4 {
         return None;
     }
-    let mut gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_seconds_f64()).collect();
+    let mut gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_seconds_f64())
+        .collect();
     gaps.sort_by(f64::total_cmp);
     let median = gaps[gaps.len() / 2];
     if median < 1.0 {
         return None;
     }
-    let close = gaps.iter().filter(|g| (*g - median).abs() <= 0.2 * median).count();
+    let close = gaps
+        .iter()
+        .filter(|g| (*g - median).abs() <= 0.2 * median)
+        .count();
     (close >= 3 && close * 10 >= gaps.len() * 6).then_some((median, times.len()))
 }
 
@@ -162,16 +175,25 @@ fn domain_evidence(ctx: &Ctx<'_, '_>, map: &mut HashMap<PKey, Cand>) {
         .collect();
     let ips: Vec<String> = det.flows.iter().map(|f| f.remote_ip.to_string()).collect();
     if !domains.is_empty() {
-        for row in view.net.iter().filter(|r| r.t >= lo && r.t <= hi && !r.url.is_empty()) {
+        for row in view
+            .net
+            .iter()
+            .filter(|r| r.t >= lo && r.t <= hi && !r.url.is_empty())
+        {
             let url = row.url.to_ascii_lowercase();
-            if let Some(d) = domains.iter().find(|d| url.contains(d.as_str())) {
-                if let Some(c) = map.get_mut(&row.key) {
-                    c.domain.get_or_insert_with(|| format!("{} named {d} ({})", row.action, row.url));
-                }
+            if let Some(d) = domains.iter().find(|d| url.contains(d.as_str()))
+                && let Some(c) = map.get_mut(&row.key)
+            {
+                c.domain
+                    .get_or_insert_with(|| format!("{} named {d} ({})", row.action, row.url));
             }
         }
     }
-    for e in view.events.iter().filter(|e| e.action_type == "DnsQueryResponse" && e.timestamp >= lo && e.timestamp <= hi) {
+    for e in view
+        .events
+        .iter()
+        .filter(|e| e.action_type == "DnsQueryResponse" && e.timestamp >= lo && e.timestamp <= hi)
+    {
         let Some(pid) = e.initiating.process_id else {
             continue;
         };
@@ -185,7 +207,9 @@ fn domain_evidence(ctx: &Ctx<'_, '_>, map: &mut HashMap<PKey, Cand>) {
         };
         let (query, answer) = (get("DnsQueryString"), get("DnsQueryResult"));
         let q = query.trim_end_matches('.');
-        let by_name = domains.iter().any(|d| q == d || q.ends_with(&format!(".{d}")));
+        let by_name = domains
+            .iter()
+            .any(|d| q == d || q.ends_with(&format!(".{d}")));
         let by_ip = ips.iter().find(|ip| {
             answer
                 .split([';', ',', ' '])
@@ -195,7 +219,9 @@ fn domain_evidence(ctx: &Ctx<'_, '_>, map: &mut HashMap<PKey, Cand>) {
             let key = (pid, e.initiating.creation_time);
             if let Some(c) = map.get_mut(&key) {
                 let to = by_ip.map(|ip| format!(" → {ip}")).unwrap_or_default();
-                c.domain.get_or_insert_with(|| format!("resolved {query}{to} at {}", e.timestamp.to_millis_string()));
+                c.domain.get_or_insert_with(|| {
+                    format!("resolved {query}{to} at {}", e.timestamp.to_millis_string())
+                });
             }
         }
     }
@@ -216,7 +242,10 @@ pub(crate) fn rank(ctx: &Ctx<'_, '_>, m: &Matches<'_>, map: HashMap<PKey, Cand>)
             Scorer::Baseline => c.unique_dests.len() as f64,
             Scorer::Culprit => {
                 let near = started_near(ctx, c).is_some();
-                let writable = ctx.view.info(&c.key).is_some_and(|p| user_writable(&p.folder_path));
+                let writable = ctx
+                    .view
+                    .info(&c.key)
+                    .is_some_and(|p| user_writable(&p.folder_path));
                 100.0
                     * (0.6 * c.owned / n_targets
                         + 0.15 * c.flows_reached.len() as f64 / n_flows
@@ -230,7 +259,11 @@ pub(crate) fn rank(ctx: &Ctx<'_, '_>, m: &Matches<'_>, map: HashMap<PKey, Cand>)
     // The baseline knows nothing of sessions: its ties go to the busier process.
     let culprit = ctx.opts.scorer == Scorer::Culprit;
     cands.sort_by(|a, b| {
-        let direct = if culprit { b.direct().cmp(&a.direct()) } else { std::cmp::Ordering::Equal };
+        let direct = if culprit {
+            b.direct().cmp(&a.direct())
+        } else {
+            std::cmp::Ordering::Equal
+        };
         b.score
             .total_cmp(&a.score)
             .then(direct)
@@ -264,22 +297,33 @@ fn confidences(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
                 .filter(|c| c.owned > 0.0)
                 .map(|c| (c.key, ctx.lineage.root_cause(c.key, at)))
                 .collect();
-            let snapshot: Vec<(PKey, f64, f64)> =
-                cands.iter().map(|c| (c.key, c.owned, c.coverage_weight())).collect();
+            // Only processes that own sessions can be rivals or cover sessions.
+            let snapshot: Vec<(PKey, f64, f64, Option<PKey>)> = cands
+                .iter()
+                .filter(|c| c.owned > 0.0)
+                .map(|c| (c.key, c.owned, c.coverage_weight(), c.handled_for))
+                .collect();
             for c in cands.iter_mut() {
                 if c.owned <= 0.0 {
                     c.confidence = 0.0;
                     continue;
                 }
                 let (mut rivals, mut covered) = (0.0, 0.0);
-                for (k, owned, cov) in &snapshot {
+                for (k, owned, cov, handled) in &snapshot {
+                    // An inbound handler and the kernel socket it stands for are one answer.
+                    if *k == c.key || c.handled_for == Some(*k) || *handled == Some(c.key) {
+                        if *k == c.key {
+                            covered += cov;
+                        }
+                        continue;
+                    }
                     if related(ctx, &roots, &c.key, k) {
                         covered += cov;
                     } else {
                         rivals += owned;
                     }
                 }
-                let own = if c.handled_for.is_some() { c.owned.max(1e-9) } else { c.owned };
+                let own = c.owned;
                 let evidence = 1.0 - c.doubt;
                 let dominance = own / (own + rivals);
                 let coverage = 0.6 + 0.4 * (covered / n).min(1.0);
@@ -327,8 +371,15 @@ fn inbound_handler(ctx: &Ctx<'_, '_>, cands: &mut Vec<Cand>) {
         .view
         .created
         .iter()
-        .filter(|c| c.timestamp >= at - Duration::from_seconds(5) && c.timestamp <= at + Duration::from_minutes(2))
-        .find(|c| names.iter().any(|n| c.process.file_name.eq_ignore_ascii_case(n)));
+        .filter(|c| {
+            c.timestamp >= at - Duration::from_seconds(5)
+                && c.timestamp <= at + Duration::from_minutes(2)
+        })
+        .find(|c| {
+            names
+                .iter()
+                .any(|n| c.process.file_name.eq_ignore_ascii_case(n))
+        });
     let Some(w) = worker else {
         return;
     };
@@ -370,14 +421,20 @@ fn started_near(ctx: &Ctx<'_, '_>, c: &Cand) -> Option<f64> {
 }
 
 fn plural(n: usize, one: &str) -> String {
-    if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") }
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
 }
 
 /// Readable reasons, strongest first.
 pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
     let n = m.targets.len();
-    let others_reached: Vec<(PKey, HashSet<usize>)> =
-        cands.iter().map(|c| (c.key, c.flows_reached.clone())).collect();
+    let others_reached: Vec<(PKey, HashSet<usize>)> = cands
+        .iter()
+        .map(|c| (c.key, c.flows_reached.clone()))
+        .collect();
     for c in cands.iter_mut() {
         let mut r = std::mem::take(&mut c.reasons);
         let direct = c.direct() as usize;
@@ -432,7 +489,11 @@ pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
             if alone {
                 r.push(format!("only process to reach {}", dests.join(", ")));
             } else {
-                r.push(format!("reached {} of {} in the window", dests.join(", "), plural(ctx.det.flows.len(), "destination")));
+                r.push(format!(
+                    "reached {} of {} in the window",
+                    dests.join(", "),
+                    plural(ctx.det.flows.len(), "destination")
+                ));
             }
         }
         if let Some(lead) = started_near(ctx, c) {
@@ -442,12 +503,17 @@ pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
             r.push(d.clone());
         }
         if let Some((every, k)) = c.periodic {
-            r.push(format!("connects periodically: every ~{every:.1} s ({k} connections)"));
+            r.push(format!(
+                "connects periodically: every ~{every:.1} s ({k} connections)"
+            ));
         }
-        if let Some(p) = ctx.view.info(&c.key) {
-            if user_writable(&p.folder_path) {
-                r.push(format!("runs from a user-writable folder ({})", p.folder_path));
-            }
+        if let Some(p) = ctx.view.info(&c.key)
+            && user_writable(&p.folder_path)
+        {
+            r.push(format!(
+                "runs from a user-writable folder ({})",
+                p.folder_path
+            ));
         }
         let at = c.first_match.unwrap_or(ctx.det.window.end) + ctx.opts.skew_tolerance;
         if let Some((inj, t)) = ctx.lineage.injector(&c.key, at) {
@@ -463,5 +529,25 @@ pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
             plural(c.unique_dests.len(), "unique destination")
         ));
         c.reasons = r;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: &[f64]) -> Vec<Timestamp> {
+        secs.iter().map(|s| Timestamp((s * 1e7) as i64)).collect()
+    }
+
+    #[test]
+    fn beacons_are_periodic_and_bursts_are_not() {
+        let beacon = at(&[0.0, 0.6, 1.1, 6.5, 11.6, 16.7, 21.8, 26.9, 32.0]);
+        let (every, n) = periodicity(&beacon).unwrap();
+        assert!((every - 5.1).abs() < 0.2, "{every}");
+        assert_eq!(n, 9);
+        assert_eq!(periodicity(&at(&[0.0, 0.1, 0.2, 0.3, 0.4])), None);
+        assert_eq!(periodicity(&at(&[0.0, 3.0, 40.0, 41.0, 200.0])), None);
+        assert_eq!(periodicity(&at(&[0.0, 5.0, 10.0])), None);
     }
 }

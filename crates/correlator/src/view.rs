@@ -131,7 +131,6 @@ impl<'a> DeviceView<'a> {
         for r in tel.network_info.iter().filter(|r| r.device_id == id) {
             v.seen(r.timestamp, &r.device_name);
         }
-        v.net.sort_by_key(|r| r.t);
         v.created.sort_by_key(|r| r.timestamp);
         v
     }
@@ -146,9 +145,15 @@ impl<'a> DeviceView<'a> {
     fn register(&mut self, p: &'a ProcessInfo, created_row: bool) -> Option<PKey> {
         let key = (p.process_id?, p.creation_time);
         let r = richness(p, created_row);
-        let e = self.procs.entry(key).or_insert(ProcView { info: p, richness: r });
+        let e = self.procs.entry(key).or_insert(ProcView {
+            info: p,
+            richness: r,
+        });
         if r > e.richness {
-            *e = ProcView { info: p, richness: r };
+            *e = ProcView {
+                info: p,
+                richness: r,
+            };
         }
         Some(key)
     }
@@ -170,10 +175,10 @@ impl<'a> DeviceView<'a> {
         created: Option<Timestamp>,
         before: Option<Timestamp>,
     ) -> Option<PKey> {
-        if let Some(c) = created {
-            if self.procs.contains_key(&(pid, Some(c))) {
-                return Some((pid, Some(c)));
-            }
+        if let Some(c) = created
+            && self.procs.contains_key(&(pid, Some(c)))
+        {
+            return Some((pid, Some(c)));
         }
         let name_ok = |k: &PKey| name.is_empty() || self.file_name(k).eq_ignore_ascii_case(name);
         let mut best: Option<PKey> = None;

@@ -25,20 +25,45 @@ fn lsass_01_every_detection_and_root_cause() {
     let p = post.probable.as_ref().unwrap();
     assert_eq!((p.file_name.as_str(), p.process_id), ("svchost.exe", 1400));
     let root = post.root_cause.as_ref().unwrap();
-    assert_eq!((root.file_name.as_str(), root.process_id), ("winx64_payload.exe", 1988));
-    assert!(p.reasons.iter().any(|r| r.contains("injected")), "{:?}", p.reasons);
+    assert_eq!(
+        (root.file_name.as_str(), root.process_id),
+        ("winx64_payload.exe", 1988)
+    );
+    assert!(
+        p.reasons.iter().any(|r| r.contains("injected")),
+        "{:?}",
+        p.reasons
+    );
 
     let c2 = results.iter().find(|r| r.detection_id == "2569").unwrap();
     let p = c2.probable.as_ref().unwrap();
     assert!(p.confidence >= 0.9, "{}", p.confidence);
-    assert!(p.reasons[0].starts_with("owns 4 of 5 sessions"), "{:?}", p.reasons);
+    assert!(
+        p.reasons[0].starts_with("owns 4 of 5 sessions"),
+        "{:?}",
+        p.reasons
+    );
     assert!(!p.process_tree.is_empty());
-    assert!(p.process_tree.iter().any(|n| n.relation == "injected" && n.process_id == Some(1400)));
+    assert!(
+        p.process_tree
+            .iter()
+            .any(|n| n.relation == "injected" && n.process_id == Some(1400))
+    );
     assert!(!c2.window_activity.is_empty());
-    assert!(c2.window_activity.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    assert!(
+        c2.window_activity
+            .windows(2)
+            .all(|w| w[0].timestamp <= w[1].timestamp)
+    );
     let q = c2.hunting_query.as_ref().unwrap();
-    assert!(q.device.contains("\"e28267a8375c8cc082a43a690e5d49796e73a79e\""));
-    assert!(q.enterprise.contains("e9196b871670af6307902fc4ca09f7cf3c309ae54b28e10d052ed8741090f928"));
+    assert!(
+        q.device
+            .contains("\"e28267a8375c8cc082a43a690e5d49796e73a79e\"")
+    );
+    assert!(
+        q.enterprise
+            .contains("e9196b871670af6307902fc4ca09f7cf3c309ae54b28e10d052ed8741090f928")
+    );
     assert!(!q.enterprise.contains("DeviceId =="));
 }
 
@@ -54,7 +79,15 @@ fn lsass_01_output_follows_the_contract() {
     assert_eq!(p["ProcessId"], 1988);
     assert_eq!(p["ProcessCreationTime"], "2023-08-16T04:54:30.9870000Z");
     assert_eq!(p["parent"]["FileName"], "explorer.exe");
-    for k in ["SHA256", "SHA1", "FolderPath", "AccountDomain", "AccountName", "ProcessIntegrityLevel", "ProcessCommandLine"] {
+    for k in [
+        "SHA256",
+        "SHA1",
+        "FolderPath",
+        "AccountDomain",
+        "AccountName",
+        "ProcessIntegrityLevel",
+        "ProcessCommandLine",
+    ] {
         assert!(p.get(k).is_some(), "{k} missing");
     }
     let c = p["confidence"].as_f64().unwrap();

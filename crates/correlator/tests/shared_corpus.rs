@@ -35,7 +35,9 @@ fn every_scenario_top1_and_root_cause() {
                         r.detection_id,
                         r.status,
                         r.probable.as_ref().map(|p| p.confidence),
-                        r.root_cause.as_ref().map(|p| format!("{} {}", p.file_name, p.process_id)),
+                        r.root_cause
+                            .as_ref()
+                            .map(|p| format!("{} {}", p.file_name, p.process_id)),
                         r.explanation
                     );
                 }

@@ -86,7 +86,7 @@ pub fn attribute(
         .iter()
         .map(|o| {
             let mut c = match &o.result {
-                Ok(h) => culprit_correlator::attribute(&o.detection, &h.telemetry, opts, now),
+                Ok(h) => culprit_correlator::attribute(&o.detection, &h.telemetry(), opts, now),
                 Err(e) => {
                     let mut c = culprit_correlator::attribute(
                         &o.detection,

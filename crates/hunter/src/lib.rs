@@ -3,6 +3,7 @@
 
 mod mde_backend;
 pub mod query;
+pub mod service;
 
 pub use mde_backend::MdeBackend;
 
@@ -53,7 +54,8 @@ pub struct Outcome {
 
 #[derive(Debug, Clone, Default)]
 pub struct Hunted {
-    pub telemetry: Telemetry,
+    /// The rows this detection needs, by table name.
+    pub tables: BTreeMap<String, Table>,
     /// Part of the telemetry may be missing (the service's row cap was hit for this
     /// detection alone).
     pub truncated: bool,
@@ -80,11 +82,26 @@ pub fn split_by_table(answer: &Table) -> BTreeMap<String, Table> {
     out
 }
 
-/// The telemetry one detection needs out of a batch answer: rows within its reach.
-pub fn telemetry_for(d: &Detection, tables: &BTreeMap<String, Table>, reach: &Reach) -> Telemetry {
+impl Hunted {
+    /// The typed rows the attribution engine reads.
+    pub fn telemetry(&self) -> Telemetry {
+        let mut t = Telemetry::default();
+        for (name, table) in &self.tables {
+            t.add_table(name, table);
+        }
+        t
+    }
+}
+
+/// The rows one detection needs out of a batch answer: those within its reach.
+pub fn tables_for(
+    d: &Detection,
+    tables: &BTreeMap<String, Table>,
+    reach: &Reach,
+) -> BTreeMap<String, Table> {
     let events = reach.events(d.window);
     let facts = reach.devices(d.window);
-    let mut t = Telemetry::default();
+    let mut out = BTreeMap::new();
     for (name, table) in tables {
         let span = if matches!(name.as_str(), "DeviceInfo" | "DeviceNetworkInfo") {
             facts
@@ -105,9 +122,9 @@ pub fn telemetry_for(d: &Detection, tables: &BTreeMap<String, Table>, reach: &Re
             })
             .cloned()
             .collect();
-        t.add_table(name, &part);
+        out.insert(name.clone(), part);
     }
-    t
+    out
 }
 
 /// Hunts one batch of one tenant's detections: one call when it fits, halves when the service
@@ -143,11 +160,11 @@ where
             Ok(a) => {
                 let tables = split_by_table(&a.table);
                 outcomes.extend(part.into_iter().map(|d| {
-                    let telemetry = telemetry_for(&d, &tables, reach);
+                    let tables = tables_for(&d, &tables, reach);
                     Outcome {
                         detection: d,
                         result: Ok(Hunted {
-                            telemetry,
+                            tables,
                             truncated: a.truncated,
                             calls: 1,
                         }),

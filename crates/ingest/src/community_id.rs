@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 
 use base64::Engine;
+use culprit_model::Detection;
+use culprit_model::detection::{Direction, Protocol};
 use sha1::{Digest, Sha1};
 
 const TCP: u8 = 6;
@@ -49,8 +51,7 @@ pub fn community_id_hex(
 }
 
 /// IP protocol number for the names sensors write (`TCP`, `udp`, `IPv6-ICMP`, `SCTP`, `17`).
-/// `icmp` is resolved per address family by [`community_id`]'s caller: pass `ipv6 = true`
-/// for IPv6 flows so that `icmp` means ICMPv6.
+/// `ipv6` says the flow's address family, so that a bare `icmp` on an IPv6 flow means ICMPv6.
 pub fn protocol_number(name: &str, ipv6: bool) -> Option<u8> {
     let n = name.trim().to_ascii_lowercase();
     match n.as_str() {
@@ -61,6 +62,47 @@ pub fn protocol_number(name: &str, ipv6: bool) -> Option<u8> {
         "icmp" => Some(ICMP),
         "ipv6-icmp" | "icmp6" | "icmpv6" => Some(ICMP6),
         _ => n.parse::<u8>().ok(),
+    }
+}
+
+/// Computes the Community ID of every session that knows its local port and has none from
+/// the source, from the detection's host address and the flow's remote end. ICMP sessions are
+/// left alone: their "ports" are message types, which the normalised session does not keep.
+pub fn fill_sessions(det: &mut Detection, seed: u16) {
+    let Some(host) = det.host.ip else { return };
+    for flow in &mut det.flows {
+        let proto = match flow.protocol {
+            Protocol::Tcp => TCP,
+            Protocol::Udp => UDP,
+            Protocol::Icmp | Protocol::Other => continue,
+        };
+        for s in flow
+            .sessions
+            .iter_mut()
+            .filter(|s| s.community_id.is_none())
+        {
+            let Some(local) = s.local_port else { continue };
+            // The initiator goes first; the hash does not depend on it for TCP/UDP, but
+            // keeping the real orientation costs nothing.
+            s.community_id = match det.direction {
+                Direction::Outbound => community_id(
+                    host,
+                    flow.remote_ip,
+                    Some(local),
+                    flow.remote_port,
+                    proto,
+                    seed,
+                ),
+                Direction::Inbound => community_id(
+                    flow.remote_ip,
+                    host,
+                    flow.remote_port,
+                    Some(local),
+                    proto,
+                    seed,
+                ),
+            };
+        }
     }
 }
 
@@ -184,7 +226,18 @@ mod tests {
     /// pycommunityid's extra vectors (ndr-formats.md §4.3), default / hex / seed 1.
     #[test]
     fn pycommunityid_vectors() {
-        let cases: &[(&str, &str, Option<u16>, Option<u16>, u8, &str, &str, &str)] = &[
+        // (src, dst, sport, dport, proto, default, hex, seed 1)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<u16>,
+            Option<u16>,
+            u8,
+            &'a str,
+            &'a str,
+            &'a str,
+        );
+        let cases: &[Case<'_>] = &[
             (
                 "10.0.0.1",
                 "10.0.0.2",
@@ -321,6 +374,31 @@ mod tests {
                 assert_eq!(community_id(s, d, sp, dp, proto, 1).as_deref(), Some(seed1));
             }
         }
+    }
+
+    #[test]
+    fn fills_sessions_with_a_local_port_only() {
+        let eve = std::fs::read(format!(
+            "{}/tests/data/scenarios/lsass_01/suricata_eve.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut d = crate::suricata::parse_lines(&eve, "t")
+            .remove(3)
+            .detection
+            .unwrap();
+        let expected = d.flows[0].sessions[0].community_id.take();
+        let mut no_port = d.clone();
+        no_port.flows[0].sessions[0].local_port = None;
+        fill_sessions(&mut d, 0);
+        fill_sessions(&mut no_port, 0);
+        assert_eq!(d.flows[0].sessions[0].community_id, expected);
+        assert_eq!(no_port.flows[0].sessions[0].community_id, None);
+        // Inbound orientation gives the same ID.
+        d.flows[0].sessions[0].community_id = None;
+        d.direction = Direction::Inbound;
+        fill_sessions(&mut d, 0);
+        assert_eq!(d.flows[0].sessions[0].community_id, expected);
     }
 
     #[test]

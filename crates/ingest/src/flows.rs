@@ -47,3 +47,12 @@ impl FlowSet {
         self.flows
     }
 }
+
+/// Addresses of "our" side: private, loopback, link-local, unique-local. Used to tell an
+/// inbound attack (public initiator, internal responder) from outbound traffic.
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_private() || a.is_loopback() || a.is_link_local(),
+        IpAddr::V6(a) => a.is_loopback() || a.is_unique_local() || a.is_unicast_link_local(),
+    }
+}

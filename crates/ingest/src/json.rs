@@ -31,7 +31,7 @@ impl<'a> Path<'a> {
     }
     pub(crate) fn render(&self) -> String {
         match self {
-            Path::Root(r) if r.is_empty() => "$".to_owned(),
+            Path::Root("") => "$".to_owned(),
             Path::Root(r) => r.trim_end_matches(':').to_owned(),
             _ => self.to_string(),
         }
@@ -168,13 +168,27 @@ pub(crate) fn ip(v: &Value, path: &Path<'_>) -> Result<IpAddr, IngestError> {
 pub(crate) fn time(v: &Value, path: &Path<'_>) -> Result<Timestamp, IngestError> {
     let r = match v {
         Value::String(s) => parse_time(s),
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| "not a finite number".to_owned())
-            .and_then(parse_epoch_seconds),
+        // serde_json prints floats in their shortest round-trip form, so the decimal text
+        // is what the sender wrote; parse it exactly.
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => parse_epoch_seconds(i as f64),
+            None => parse_time(&n.to_string()),
+        },
         other => Err(format!("expected a timestamp, got {}", kind(other))),
     };
     r.map_err(|reason| invalid(path, reason))
+}
+
+/// An id for a record that has none: `h` + 16 hex digits of the SHA-1 of its JSON text,
+/// stable across re-delivery of the same record (serde_json writes object keys sorted).
+pub(crate) fn digest_id(v: &Value) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(v.to_string().as_bytes());
+    let mut id = String::from("h");
+    for b in digest.iter().take(8) {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
 }
 
 /// Up to 64 characters of untrusted text for an error message.

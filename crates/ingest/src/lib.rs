@@ -11,6 +11,8 @@ mod json;
 pub mod suricata;
 pub mod time;
 pub mod vectra;
+pub mod vectra_syslog;
+pub mod zeek;
 
 pub use error::IngestError;
 

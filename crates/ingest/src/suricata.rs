@@ -16,10 +16,9 @@ use std::net::IpAddr;
 use culprit_model::detection::{Direction, HostRef, Protocol, SourceKind, Subject};
 use culprit_model::{Detection, Session, Window};
 use serde_json::Value;
-use sha1::{Digest, Sha1};
 
 use crate::community_id::{community_id, protocol_number};
-use crate::flows::FlowSet;
+use crate::flows::{FlowSet, is_internal};
 use crate::json::{self, Path, Warnings, field, invalid, required, text};
 use crate::{IngestError, Parsed, json_line, lines};
 
@@ -199,14 +198,6 @@ fn orientation(
     }
 }
 
-/// Addresses of "our" side: private, loopback, link-local, unique-local.
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_private() || a.is_loopback() || a.is_link_local(),
-        IpAddr::V6(a) => a.is_loopback() || a.is_unique_local() || a.is_unicast_link_local(),
-    }
-}
-
 /// Community ID over the packet tuple (direction does not matter for ported protocols; for
 /// ICMP the type/code belong to the packet's direction).
 fn computed_community_id(
@@ -250,14 +241,7 @@ fn source_id(v: &Value, path: &Path<'_>, w: &mut Warnings) -> String {
     if let Some(id) = w.opt(v, "flow_id", path, json::non_empty_text) {
         return id;
     }
-    // No flow id: a digest of the whole record, stable across re-delivery of the same line
-    // (serde_json writes object keys sorted).
-    let digest = Sha1::digest(v.to_string().as_bytes());
-    let mut id = String::from("h");
-    for b in digest.iter().take(8) {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    json::digest_id(v)
 }
 
 fn severity(v: &Value, path: &Path<'_>) -> Result<u32, IngestError> {

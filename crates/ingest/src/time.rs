@@ -15,10 +15,34 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
         return Err(format!("not a timestamp: {:?}", crate::json::clip(t)));
     }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let secs: f64 = t.parse().map_err(|_| format!("not epoch seconds: {t:?}"))?;
-        return parse_epoch_seconds(secs);
+        return decimal_ticks(t)
+            .map(Timestamp)
+            .ok_or_else(|| format!("not epoch seconds: {t:?}"));
     }
     Timestamp::parse(t).map_err(|e| e.to_string())
+}
+
+/// Non-negative decimal seconds (`1692161643.549491`) as exact 100 ns ticks: going through
+/// `f64` would move a 2023 timestamp by up to a tick. Digits beyond the seventh decimal are
+/// truncated.
+pub(crate) fn decimal_ticks(s: &str) -> Option<i64> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut ticks: i64 = 0;
+    for i in 0..7 {
+        let d = frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+        ticks = ticks * 10 + d;
+    }
+    if secs as f64 > MAX_EPOCH_SECONDS {
+        return None;
+    }
+    secs.checked_mul(TICKS_PER_SECOND)?.checked_add(ticks)
 }
 
 /// Epoch seconds with a fraction (Zeek `ts`, JSON syslog `vectra_timestamp`).
@@ -79,6 +103,11 @@ mod tests {
         assert_eq!(revision_string(t), "2023-08-16T04:54:22Z");
         let f = parse_time("1692161662.25").unwrap();
         assert_eq!(revision_string(f), "2023-08-16T04:54:22.25Z");
+        let z = parse_time("1692161643.549491").unwrap();
+        assert_eq!(z, parse_time("2023-08-16T04:54:03.549491Z").unwrap());
+        assert!(parse_time(".").is_err());
+        assert!(parse_time("1.2.3").is_err());
+        assert!(parse_time("99999999999999999999").is_err());
         assert!(parse_time("2023-08-1é").is_err());
         assert!(parse_epoch_millis(i64::MAX).is_err());
         assert_eq!(

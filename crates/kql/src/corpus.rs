@@ -25,6 +25,8 @@ pub struct Failure {
     /// The error's kind (`syntax`, `unsupported:join`, `semantic`, ...).
     pub kind: String,
     pub error: String,
+    /// Whether the query names only Device* tables.
+    pub device_only: bool,
 }
 
 /// The coverage figures.
@@ -77,7 +79,7 @@ pub fn check(jsonl: &str, db: Option<&Database>, opts: &EvalOptions) -> Report {
         let entry: CorpusEntry = match serde_json::from_str(line) {
             Ok(e) => e,
             Err(e) => {
-                r.fail(format!("line {}", n + 1), "json", "json".into(), e.to_string());
+                r.fail(format!("line {}", n + 1), "json", "json".into(), e.to_string(), false);
                 continue;
             }
         };
@@ -86,7 +88,7 @@ pub fn check(jsonl: &str, db: Option<&Database>, opts: &EvalOptions) -> Report {
         let q = match crate::parse(&entry.query) {
             Ok(q) => q,
             Err(e) => {
-                r.fail_with(&entry.id, "parse", &e);
+                r.fail_with(&entry.id, "parse", &e, device_only);
                 continue;
             }
         };
@@ -99,18 +101,18 @@ pub fn check(jsonl: &str, db: Option<&Database>, opts: &EvalOptions) -> Report {
                     r.device_only_evaluated = r.device_only_evaluated.map(|c| c + 1);
                 }
             }
-            Err(e) => r.fail_with(&entry.id, "evaluate", &e),
+            Err(e) => r.fail_with(&entry.id, "evaluate", &e, device_only),
         }
     }
     r
 }
 
 impl Report {
-    fn fail_with(&mut self, id: &str, stage: &str, e: &KqlError) {
-        self.fail(id.to_owned(), stage, format!("{stage}:{}", e.kind()), e.to_string());
+    fn fail_with(&mut self, id: &str, stage: &str, e: &KqlError, device_only: bool) {
+        self.fail(id.to_owned(), stage, format!("{stage}:{}", e.kind()), e.to_string(), device_only);
     }
-    fn fail(&mut self, id: String, stage: &str, kind: String, error: String) {
+    fn fail(&mut self, id: String, stage: &str, kind: String, error: String, device_only: bool) {
         *self.failures.entry(kind.clone()).or_default() += 1;
-        self.failing.push(Failure { id, stage: stage.to_owned(), kind, error });
+        self.failing.push(Failure { id, stage: stage.to_owned(), kind, error, device_only });
     }
 }

@@ -94,7 +94,8 @@ impl Lexer<'_> {
     fn skip_trivia(&mut self) {
         loop {
             match self.peek(0) {
-                Some(c) if c.is_whitespace() => {
+                // Zero-width spaces and byte-order marks come with queries pasted from web pages.
+                Some(c) if c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}' | '\u{200c}' | '\u{200d}') => {
                     self.bump();
                 }
                 Some('/') if self.peek(1) == Some('/') => {

@@ -175,7 +175,9 @@ impl Parser {
                 break;
             }
             statements.push(self.statement()?);
-            if !self.eat_punct(";") {
+            // Collections often separate queries by blank lines instead of `;`: a statement that
+            // ends where a new line starts another is taken as separate.
+            if !self.eat_punct(";") && !self.starts_new_line() {
                 break;
             }
         }
@@ -209,6 +211,13 @@ impl Parser {
             return Ok(Statement::Declare { params, pos });
         }
         Ok(Statement::Tabular(self.tabular()?))
+    }
+
+    fn starts_new_line(&self) -> bool {
+        let (Some(prev), Some(cur)) = (self.i.checked_sub(1).and_then(|p| self.toks.get(p)), self.toks.get(self.i)) else {
+            return false;
+        };
+        cur.line > prev.line && matches!(cur.tok, Tok::Ident(_) | Tok::Punct("("))
     }
 
     fn let_value(&mut self) -> R<LetValue> {
@@ -710,7 +719,44 @@ impl Parser {
         Ok(v)
     }
 
+    /// `(A, B) = expr`: names for the several columns of `arg_max` and friends, kept as the
+    /// text `(A, B)`.
+    fn tuple_names(&mut self) -> R<Option<String>> {
+        if !self.is_punct("(") {
+            return Ok(None);
+        }
+        let mut k = 1;
+        loop {
+            let name_ok = matches!(self.peek_at(k), Tok::Ident(_));
+            if !name_ok {
+                return Ok(None);
+            }
+            k += 1;
+            if self.is_punct_at(k, ")") {
+                break;
+            }
+            if !self.is_punct_at(k, ",") {
+                return Ok(None);
+            }
+            k += 1;
+        }
+        if !self.is_punct_at(k + 1, "=") || self.is_punct_at(k + 2, "=") {
+            return Ok(None);
+        }
+        self.advance();
+        let mut names = vec![self.name()?];
+        while self.eat_punct(",") {
+            names.push(self.name()?);
+        }
+        self.expect_punct(")")?;
+        self.expect_punct("=")?;
+        Ok(Some(format!("({})", names.join(", "))))
+    }
+
     fn named_expr(&mut self) -> R<NamedExpr> {
+        if let Some(names) = self.tuple_names()? {
+            return Ok(NamedExpr { name: Some(names), expr: self.expr()? });
+        }
         let simple = matches!(self.tok(), Tok::Ident(_)) && self.is_punct_at(1, "=");
         let bracketed = self.is_punct("[") && matches!(self.peek_at(1), Tok::Str(_)) && self.is_punct_at(2, "]") && self.is_punct_at(3, "=");
         if simple || bracketed {
@@ -934,6 +980,12 @@ impl Parser {
             }
             Tok::Str(s) => {
                 self.advance();
+                // Adjacent string literals are one string.
+                let mut s = s;
+                while let Tok::Str(more) = self.tok().clone() {
+                    self.advance();
+                    s.push_str(&more);
+                }
                 Ok(Expr::Lit(Literal::String(s)))
             }
             Tok::Typed(ty, raw) => {
@@ -1084,7 +1136,7 @@ impl Parser {
             return Ok(Literal::Typed { ty: ty.to_owned(), raw: "null".to_owned() });
         }
         match ty {
-            "datetime" => Timestamp::parse(inner)
+            "datetime" => parse_datetime_literal(inner)
                 .map(Literal::DateTime)
                 .map_err(|e| self.err(format!("invalid datetime literal: {e}"))),
             "time" | "timespan" => parse_timespan_literal(inner)
@@ -1180,4 +1232,27 @@ fn parse_timespan_literal(s: &str) -> Option<Duration> {
         Literal::Int(i) => i.checked_mul(864_000_000_000).map(Duration),
         _ => None,
     }
+}
+
+/// The forms `datetime(...)` accepts: ISO 8601 (seconds optional) and `MM/DD/YYYY [hh:mm[:ss]]`
+/// (https://learn.microsoft.com/en-us/kusto/query/scalar-data-types/datetime).
+fn parse_datetime_literal(s: &str) -> Result<Timestamp, culprit_model::timestamp::TimestampError> {
+    let first = Timestamp::parse(s);
+    if first.is_ok() {
+        return first;
+    }
+    let (date, time) = s.split_once([' ', 'T']).unwrap_or((s, ""));
+    let date = match date.split('/').collect::<Vec<_>>().as_slice() {
+        [m, d, y] if y.len() == 4 => format!("{y}-{m:0>2}-{d:0>2}"),
+        _ => date.to_owned(),
+    };
+    let mut time = time.trim_end_matches('Z').to_owned();
+    if time.is_empty() {
+        time = "00:00:00".to_owned();
+    } else if time.matches(':').count() == 1 {
+        time.push_str(":00");
+    }
+    let (h, rest) = time.split_once(':').unwrap_or((&time, ""));
+    let retry = format!("{date}T{h:0>2}:{rest}Z");
+    Timestamp::parse(&retry).or(first)
 }

@@ -329,8 +329,15 @@ fn named_exprs(out: &mut String, v: &[NamedExpr]) {
 }
 
 fn named_expr(out: &mut String, n: &NamedExpr) {
-    if let Some(name) = &n.name {
-        let _ = write!(out, "{} = ", ident(name));
+    match &n.name {
+        Some(name) if name.starts_with('(') => {
+            let parts: Vec<String> = name.trim_matches(|c| c == '(' || c == ')').split(", ").map(ident).collect();
+            let _ = write!(out, "({}) = ", parts.join(", "));
+        }
+        Some(name) => {
+            let _ = write!(out, "{} = ", ident(name));
+        }
+        None => {}
     }
     expr(out, &n.expr, 0);
 }

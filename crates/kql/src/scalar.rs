@@ -56,6 +56,13 @@ pub(crate) enum F {
     DatetimeDiff,
     Dayofweek,
     Hash,
+    Replace,
+    ReplaceRegex,
+    ParseUrl,
+    CountOf,
+    DatetimeAdd,
+    Base64Decode,
+    ExtractJson,
 }
 
 pub(crate) fn function(name: &str) -> Option<F> {
@@ -101,6 +108,13 @@ pub(crate) fn function(name: &str) -> Option<F> {
         "datetime_diff" => F::DatetimeDiff,
         "dayofweek" => F::Dayofweek,
         "hash" => F::Hash,
+        "replace" => F::Replace,
+        "replace_regex" => F::ReplaceRegex,
+        "parse_url" => F::ParseUrl,
+        "countof" => F::CountOf,
+        "datetime_add" => F::DatetimeAdd,
+        "base64_decodestring" | "base64_decode_tostring" => F::Base64Decode,
+        "extractjson" | "extract_json" => F::ExtractJson,
         _ => return None,
     })
 }
@@ -119,8 +133,8 @@ pub(crate) enum StrKind {
 /// A set of constants for `in`: strings apart so that lookups need no allocation.
 #[derive(Debug, Default)]
 pub(crate) struct ValueSet {
-    strings: HashSet<String>,
-    others: Vec<Value>,
+    pub(crate) strings: HashSet<String>,
+    pub(crate) others: Vec<Value>,
     pub(crate) ci: bool,
 }
 
@@ -684,6 +698,42 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
             }
         }
         F::Hash => Value::Int((values::hash_one(&arg(0)) >> 1) as i64),
+        F::Replace | F::ReplaceRegex => {
+            // replace(regex, rewrite, text) and replace_regex(text, regex, rewrite); `\1` in the
+            // rewrite names a group (https://learn.microsoft.com/en-us/kusto/query/replace-regex-function).
+            let (text_i, re_i, rw_i) = if f == F::ReplaceRegex { (0, 1, 2) } else { (2, 0, 1) };
+            let rewrite = Regex::new(r"\\(\d)").map_or_else(|_| text(rw_i), |g| g.replace_all(&text(rw_i), "$${$1}").into_owned());
+            match Regex::new(&text(re_i)) {
+                Ok(re) => Value::String(re.replace_all(&text(text_i), rewrite.as_str()).into_owned()),
+                Err(_) => Value::Null,
+            }
+        }
+        F::ParseUrl => parse_url(&text(0)),
+        F::CountOf => {
+            let (s, n) = (text(0), text(1));
+            let regex_kind = args.len() > 2 && text(2) == "regex";
+            if regex_kind {
+                Regex::new(&n).map_or(Value::Null, |re| Value::Int(re.find_iter(&s).count() as i64))
+            } else if n.is_empty() {
+                Value::Int(0)
+            } else {
+                Value::Int(s.matches(n.as_str()).count() as i64)
+            }
+        }
+        F::DatetimeAdd => match (&*arg(1), &*arg(2)) {
+            (amount, Value::DateTime(t)) => amount.as_i64().and_then(|n| datetime_add(&text(0), n, *t)).map_or(Value::Null, Value::DateTime),
+            _ => Value::Null,
+        },
+        F::Base64Decode => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(text(0).trim())
+                .map_or(Value::Null, |b| Value::String(String::from_utf8_lossy(&b).into_owned()))
+        }
+        F::ExtractJson => match serde_json::from_str::<serde_json::Value>(&text(1)) {
+            Ok(j) => json_path(&j, &text(0)).map_or(Value::Null, |v| Value::String(to_text(&from_json_scalar(v)).into_owned())),
+            Err(_) => Value::Null,
+        },
     })
 }
 
@@ -693,4 +743,94 @@ pub(crate) fn regex_for(pattern: &CExpr) -> Result<Option<Regex>, String> {
         CExpr::Const(v) => Regex::new(&to_text(v)).map(Some).map_err(|e| e.to_string()),
         _ => Ok(None),
     }
+}
+
+/// `parse_url`: the parts of a URL as a bag
+/// (https://learn.microsoft.com/en-us/kusto/query/parse-url-function).
+fn parse_url(s: &str) -> Value {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Value::Dynamic(serde_json::json!({}));
+    };
+    let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':').unwrap_or("")),
+            None => (hostport, ""),
+        },
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p),
+            _ => (hostport, ""),
+        },
+    };
+    let mut params = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        params.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+    }
+    Value::Dynamic(serde_json::json!({
+        "Scheme": scheme, "Host": host, "Port": port, "Path": path, "Username": user,
+        "Password": pass, "Query Parameters": params, "Fragment": fragment,
+    }))
+}
+
+/// A JSONPath of `$`, `.name`, `['name']` and `[index]` steps.
+fn json_path<'j>(j: &'j serde_json::Value, path: &str) -> Option<&'j serde_json::Value> {
+    let mut cur = j;
+    let mut rest = path.trim().strip_prefix('$')?;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            cur = cur.get(&r[..end])?;
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let key = r[..end].trim_matches(|c| c == '\'' || c == '"');
+            cur = match key.parse::<usize>() {
+                Ok(i) if cur.is_array() => cur.get(i)?,
+                _ => cur.get(key)?,
+            };
+            rest = &r[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+/// `datetime_add(part, n, t)` (https://learn.microsoft.com/en-us/kusto/query/datetime-add-function).
+fn datetime_add(part: &str, n: i64, t: Timestamp) -> Option<Timestamp> {
+    let fixed = match part.to_ascii_lowercase().as_str() {
+        "week" => Some(Duration::from_days(7)),
+        "day" => Some(Duration::from_days(1)),
+        "hour" => Some(Duration::from_hours(1)),
+        "minute" => Some(Duration::from_minutes(1)),
+        "second" => Some(Duration::from_seconds(1)),
+        "millisecond" => Some(Duration::from_millis(1)),
+        "microsecond" => Some(Duration(10)),
+        "nanosecond" => Some(Duration(0)),
+        _ => None,
+    };
+    if let Some(d) = fixed {
+        return Some(t + Duration(d.0.checked_mul(n)?));
+    }
+    let months = match part.to_ascii_lowercase().as_str() {
+        "year" => n.checked_mul(12)?,
+        "quarter" => n.checked_mul(3)?,
+        "month" => n,
+        _ => return None,
+    };
+    let odt = t.to_offset();
+    let total = i64::from(odt.year()) * 12 + i64::from(u8::from(odt.month())) - 1 + months;
+    let (year, month0) = (i32::try_from(total.div_euclid(12)).ok()?, total.rem_euclid(12));
+    let month = time::Month::try_from(u8::try_from(month0 + 1).ok()?).ok()?;
+    let day = odt.day().min(month.length(year));
+    let date = time::Date::from_calendar_date(year, month, day).ok()?;
+    Some(Timestamp::from_offset(odt.replace_date(date)))
 }

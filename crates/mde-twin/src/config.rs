@@ -62,6 +62,49 @@ impl TwinConfig {
     }
 }
 
+impl TwinConfig {
+    /// Rejects settings the twin cannot honour, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let rate = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("faults.{name} must be between 0 and 1, not {v}"))
+            }
+        };
+        rate("error_rate_5xx", self.faults.error_rate_5xx)?;
+        rate("drop_rate", self.faults.drop_rate)?;
+        rate("token_expiry_rate", self.faults.token_expiry_rate)?;
+        if !(self.clock.scale.is_finite() && self.clock.scale > 0.0) {
+            return Err(format!(
+                "clock.scale must be a positive number, not {}",
+                self.clock.scale
+            ));
+        }
+        let l = &self.limits;
+        if !(l.cpu_seconds_per_hour.is_finite() && l.cpu_seconds_per_hour >= 0.0) {
+            return Err("limits.cpu_seconds_per_hour must be zero or more".into());
+        }
+        if !(l.timeout_secs.is_finite() && l.timeout_secs > 0.0) {
+            return Err("limits.timeout_secs must be a positive number".into());
+        }
+        if l.lookback_days < 0 {
+            return Err("limits.lookback_days must be zero or more".into());
+        }
+        if self.actions.in_progress_after_secs > self.actions.succeeded_after_secs {
+            return Err(
+                "actions.in_progress_after_secs must not exceed actions.succeeded_after_secs".into(),
+            );
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            if t.tenant_id.trim().is_empty() {
+                return Err(format!("tenants[{i}].tenant_id is empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every role the twin checks.
 pub fn all_roles() -> Vec<String> {
     [
@@ -210,8 +253,8 @@ impl Default for FaultConfig {
     }
 }
 
-/// A run of 429s on hunting calls regardless of the quota: calls number `after_calls + 1`
-/// through `after_calls + calls` (counted per twin) are throttled.
+/// A run of 429s on hunting calls regardless of the quota: hunting calls number
+/// `after_calls + 1` through `after_calls + calls` (counted over the whole twin) are throttled.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleStorm {

@@ -55,7 +55,7 @@ impl LoadedData {
                         .map(|c| {
                             index
                                 .get(&c.name)
-                                .map(|i| row[i].clone())
+                                .and_then(|i| row.get(i).cloned())
                                 .unwrap_or_default()
                         })
                         .collect();
@@ -80,7 +80,7 @@ impl LoadedData {
             let Some(i) = t.column_index("Timestamp") else {
                 continue;
             };
-            for ts in t.rows.iter().filter_map(|r| r[i].as_datetime()) {
+            for ts in t.rows.iter().filter_map(|r| r.get(i)?.as_datetime()) {
                 span = Some(span.map_or((ts, ts), |(lo, hi)| (lo.min(ts), hi.max(ts))));
             }
         }
@@ -96,58 +96,86 @@ impl LoadedData {
     }
 }
 
+/// Reads one table a line at a time: a million-row file is never held as JSON trees.
 fn load_table(name: &str, file: &Path) -> Result<Table, TwinError> {
-    let text = std::fs::read_to_string(file).map_err(|e| TwinError::Data {
-        path: file.to_owned(),
-        reason: format!("cannot read: {e}"),
+    let columns = match culprit_kql::schema::columns(name) {
+        Some(known) => known,
+        None => {
+            let mut inference = Inference::default();
+            for_each_object(file, |obj| inference.observe(&obj))?;
+            inference.columns
+        }
+    };
+    let mut table = Table::new(columns);
+    for_each_object(file, |obj| {
+        let row = table
+            .columns
+            .iter()
+            .map(|c| {
+                obj.get(&c.name)
+                    .map(|v| Value::from_json(c.ty, v))
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        table.rows.push(row);
     })?;
-    let mut objects = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    Ok(table)
+}
+
+type Object = serde_json::Map<String, serde_json::Value>;
+
+/// Calls `f` with each line's object; an error names the file, the line and the reason.
+fn for_each_object(file: &Path, mut f: impl FnMut(Object)) -> Result<(), TwinError> {
+    use std::io::BufRead;
+    let err = |reason: String| TwinError::Data {
+        path: file.to_owned(),
+        reason,
+    };
+    let reader = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| err(format!("line {}: cannot read: {e}", n + 1)))?;
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| TwinError::Data {
-            path: file.to_owned(),
-            reason: format!("line {}: invalid JSON: {e}", n + 1),
-        })?;
-        match value {
-            serde_json::Value::Object(map) => objects.push(map),
-            _ => {
-                return Err(TwinError::Data {
-                    path: file.to_owned(),
-                    reason: format!("line {}: expected a JSON object", n + 1),
-                });
-            }
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(obj)) => f(obj),
+            Ok(_) => return Err(err(format!("line {}: expected a JSON object", n + 1))),
+            Err(e) => return Err(err(format!("line {}: invalid JSON: {e}", n + 1))),
         }
     }
-    let columns = culprit_kql::schema::columns(name).unwrap_or_else(|| infer_columns(&objects));
-    Ok(Table::from_json_objects(columns, &objects))
+    Ok(())
 }
 
-/// A schema for a table the engine does not know: column order of first appearance, each
-/// column typed by its first non-null value.
-pub fn infer_columns(objects: &[serde_json::Map<String, serde_json::Value>]) -> Vec<Column> {
-    let mut columns: Vec<Column> = Vec::new();
-    let mut typed: Vec<bool> = Vec::new();
-    for obj in objects {
+/// A schema for a table the engine does not know: columns in order of first appearance, each
+/// typed by its first non-null value.
+#[derive(Debug, Default)]
+pub struct Inference {
+    pub columns: Vec<Column>,
+    typed: Vec<bool>,
+}
+
+impl Inference {
+    pub fn observe(&mut self, obj: &Object) {
         for (key, value) in obj {
             let ty = infer_type(value);
-            match columns.iter().position(|c| &c.name == key) {
-                Some(i) if !typed[i] => {
+            match self.columns.iter().position(|c| &c.name == key) {
+                Some(i) if !self.typed[i] => {
                     if let Some(ty) = ty {
-                        columns[i].ty = ty;
-                        typed[i] = true;
+                        self.columns[i].ty = ty;
+                        self.typed[i] = true;
                     }
                 }
                 Some(_) => {}
                 None => {
-                    columns.push(Column::new(key.clone(), ty.unwrap_or(KustoType::String)));
-                    typed.push(ty.is_some());
+                    self.columns
+                        .push(Column::new(key.clone(), ty.unwrap_or(KustoType::String)));
+                    self.typed.push(ty.is_some());
                 }
             }
         }
     }
-    columns
 }
 
 fn infer_type(v: &serde_json::Value) -> Option<KustoType> {
@@ -183,10 +211,7 @@ pub fn filter_time(table: &Table, from: Timestamp, to: Timestamp) -> Table {
     let rows = table
         .rows
         .iter()
-        .filter(|r| match &r[i] {
-            Value::DateTime(t) => *t >= from && *t <= to,
-            _ => false,
-        })
+        .filter(|r| matches!(r.get(i), Some(Value::DateTime(t)) if *t >= from && *t <= to))
         .cloned()
         .collect();
     Table {
@@ -206,9 +231,15 @@ mod tests {
             json!({"A": null, "B": "x", "C": 1, "D": "2023-08-16T04:54:30.9870000Z"}),
             json!({"A": true, "B": "y", "C": 2, "D": null, "E": 1.5}),
         ];
-        let objects: Vec<_> = rows.iter().filter_map(|r| r.as_object().cloned()).collect();
-        let cols = infer_columns(&objects);
-        let types: Vec<_> = cols.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+        let mut inference = Inference::default();
+        for r in &rows {
+            inference.observe(r.as_object().unwrap());
+        }
+        let types: Vec<_> = inference
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty))
+            .collect();
         assert_eq!(
             types,
             vec![

@@ -23,6 +23,7 @@ pub enum Fault {
 pub struct Faults {
     config: FaultConfig,
     calls: AtomicU64,
+    hunting_calls: AtomicU64,
 }
 
 impl Faults {
@@ -30,6 +31,7 @@ impl Faults {
         Faults {
             config,
             calls: AtomicU64::new(0),
+            hunting_calls: AtomicU64::new(0),
         }
     }
 
@@ -42,12 +44,14 @@ impl Faults {
                 0 => 0,
                 j => draw(c.seed, n, 0) % (j + 1),
             };
-        if let Some(storm) = &c.throttle_storm
-            && hunting
-            && n >= storm.after_calls
-            && n < storm.after_calls.saturating_add(storm.calls)
-        {
-            return (Fault::Throttle(storm.retry_after_secs), latency);
+        if hunting {
+            let h = self.hunting_calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(storm) = &c.throttle_storm
+                && h >= storm.after_calls
+                && h < storm.after_calls.saturating_add(storm.calls)
+            {
+                return (Fault::Throttle(storm.retry_after_secs), latency);
+            }
         }
         let fault = if unit(c.seed, n, 1) < c.drop_rate {
             Fault::Drop

@@ -225,9 +225,12 @@ impl Builder {
         };
         let mut seen = std::collections::HashSet::new();
         for r in &t.rows {
-            let (Some(at), Some(dev), Some(addr)) =
-                (r[ts].as_datetime(), r[id].as_str(), r[ip].as_str())
-            else {
+            let cell = |i: usize| r.get(i);
+            let (Some(at), Some(dev), Some(addr)) = (
+                cell(ts).and_then(Value::as_datetime),
+                cell(id).and_then(Value::as_str),
+                cell(ip).and_then(Value::as_str),
+            ) else {
                 continue;
             };
             // One holding per (device, address, minute) keeps the list small.

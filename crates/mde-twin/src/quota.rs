@@ -149,7 +149,7 @@ mod tests {
         }
         let t = q.check(at(1000), 45, 10).unwrap();
         assert_eq!(t.quota, "10 per 01:00:00");
-        assert_eq!(t.retry_after_secs, 2600.0);
+        assert_eq!(t.retry_after_secs, 2700.0);
         assert_eq!(q.counts.max_in_3600s, 11);
     }
 

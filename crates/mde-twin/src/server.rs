@@ -71,13 +71,11 @@ impl AppState {
         base_url: String,
         clock: Option<Arc<dyn TwinClock>>,
     ) -> Result<Self, TwinError> {
+        config.validate().map_err(TwinError::Config)?;
         let mut tenants = HashMap::new();
         let mut newest: Option<Timestamp> = None;
         for tc in &config.tenants {
             let key = tc.tenant_id.to_ascii_lowercase();
-            if tc.tenant_id.trim().is_empty() {
-                return Err(TwinError::Config("a tenant has an empty tenant_id".into()));
-            }
             if tenants.contains_key(&key) {
                 return Err(TwinError::Config(format!(
                     "tenant {} is configured twice",
@@ -258,7 +256,43 @@ pub fn router(state: Shared) -> Router {
         .route("/_twin/actions/{tenant}", get(admin_actions))
         .merge(api)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), json_errors))
         .with_state(state)
+}
+
+/// Rewrites axum's own plain-text rejections (a path that is not UTF-8, a wrong method, a body
+/// over the size limit) into the service's JSON error shape, which clients parse blindly.
+async fn json_errors(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let now = st.now();
+    if path.contains("/oauth2/") {
+        return crate::errors::AadError::new("invalid_request", 900144, text, now).into_response();
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        s if s.is_server_error() => "InternalServerError",
+        _ => "BadRequest",
+    };
+    let mut err = ApiError::new(api_of(&path), status, code, text, now);
+    err.status = status;
+    err.into_response()
 }
 
 async fn not_found(State(st): State<Shared>, req: Request) -> Response {

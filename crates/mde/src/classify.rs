@@ -67,7 +67,8 @@ pub struct ErrorBody {
 /// Reads the MDE/Graph `{"error":{"code","message"}}` shape, the OAuth
 /// `{"error","error_description"}` shape, or describes a non-JSON body without echoing it.
 pub fn error_body(body: &[u8]) -> ErrorBody {
-    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body) else {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
         return ErrorBody {
             message: describe_non_json(body),
             ..ErrorBody::default()
@@ -201,7 +202,11 @@ pub fn classify(
         },
         403 => MdeError::Forbidden {
             missing_role: named_role(&eb.message)
-                .or_else(|| (eb.code != "DisabledFeature").then(|| call.role()).flatten())
+                .or_else(|| {
+                    (eb.code != "DisabledFeature")
+                        .then(|| call.role())
+                        .flatten()
+                })
                 .map(str::to_owned),
             message: eb.message,
         },
@@ -211,16 +216,22 @@ pub fn classify(
         },
         408 | 500..=599 => MdeError::Service {
             status,
-            message: if eb.message.is_empty() { eb.code } else { eb.message },
+            message: if eb.message.is_empty() {
+                eb.code
+            } else {
+                eb.message
+            },
         },
         _ => classify_client_error(status, eb, call),
     }
 }
 
 fn named_role(message: &str) -> Option<&'static str> {
-    KNOWN_ROLES
-        .into_iter()
-        .find(|r| message.to_ascii_lowercase().contains(&r.to_ascii_lowercase()))
+    KNOWN_ROLES.into_iter().find(|r| {
+        message
+            .to_ascii_lowercase()
+            .contains(&r.to_ascii_lowercase())
+    })
 }
 
 fn classify_client_error(status: u16, eb: ErrorBody, call: &Call) -> MdeError {
@@ -230,10 +241,14 @@ fn classify_client_error(status: u16, eb: ErrorBody, call: &Call) -> MdeError {
         _ => None,
     };
     if lower.contains("exceeded the allowed limits") {
-        return MdeError::TooExpensive { message: eb.message };
+        return MdeError::TooExpensive {
+            message: eb.message,
+        };
     }
     if lower.contains("allowed result size") || lower.contains("result size") {
-        return MdeError::ResultTooLarge { message: eb.message };
+        return MdeError::ResultTooLarge {
+            message: eb.message,
+        };
     }
     if let Some(machine_id) = machine_id {
         if eb.code.eq_ignore_ascii_case("ActiveRequestAlreadyExists")
@@ -242,10 +257,10 @@ fn classify_client_error(status: u16, eb: ErrorBody, call: &Call) -> MdeError {
             return MdeError::ActiveRequestAlreadyExists {
                 machine_id,
                 message: eb.message,
+                pending_action_id: None,
             };
         }
-        if eb.code.eq_ignore_ascii_case("AlreadyIsolated") || lower.contains("already isolated")
-        {
+        if eb.code.eq_ignore_ascii_case("AlreadyIsolated") || lower.contains("already isolated") {
             return MdeError::AlreadyIsolated {
                 machine_id,
                 message: eb.message,

@@ -22,8 +22,8 @@ use crate::machines::{
 use crate::token::{AccessToken, Clock, SystemClock, TokenCache, parse_token};
 
 /// Which API a token is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Audience {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Audience {
     Graph,
     Mde,
 }
@@ -70,7 +70,8 @@ struct Answer {
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<(), MdeError> {
-    let ok = !value.is_empty()
+    // Only dots would be `.`/`..` path segments once joined into a URL.
+    let ok = value.bytes().any(|b| b != b'.')
         && value.len() <= 256
         && value
             .bytes()
@@ -80,7 +81,8 @@ fn check_id(field: &'static str, value: &str) -> Result<(), MdeError> {
     } else {
         Err(MdeError::InvalidInput {
             field,
-            reason: "must be 1-256 characters of letters, digits, `-`, `.` or `_`".to_owned(),
+            reason: "must be 1-256 characters of letters, digits, `-`, `.` or `_`, not only dots"
+                .to_owned(),
         })
     }
 }
@@ -89,6 +91,8 @@ fn build_http(cfg: &ClientConfig, endpoints: &Endpoints) -> Result<reqwest::Clie
     let mut b = reqwest::Client::builder()
         .user_agent(user_agent(cfg.user_agent_suffix.as_deref()))
         .timeout(cfg.timeout)
+        // Microsoft's APIs do not redirect; following one could carry the token elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(cfg.timeout.min(StdDuration::from_secs(10)));
     if cfg.danger_accept_invalid_certs {
         tracing::warn!(
@@ -195,7 +199,10 @@ impl MdeClient {
             TokenForm::V2Scope => ("oauth2/v2.0/token", "scope", format!("{audience}/.default")),
             TokenForm::V1Resource => ("oauth2/token", "resource", audience.to_owned()),
         };
-        let url = join(&self.inner.endpoints.login, &format!("{}/{path}", cfg.tenant_id))?;
+        let url = join(
+            &self.inner.endpoints.login,
+            &format!("{}/{path}", cfg.tenant_id),
+        )?;
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", cfg.client_id.as_str()),
@@ -298,6 +305,14 @@ impl MdeClient {
         join(&self.inner.endpoints.mde_api, rel)
     }
 
+    /// The application roles in the token for `audience` (its `roles` claim), for checking a
+    /// tenant's set-up without acting. `None` when the token is not a readable JWT. The claim
+    /// is read, not verified: it is advice for the operator, never an authorisation decision.
+    pub async fn granted_roles(&self, audience: Audience) -> Result<Option<Vec<String>>, MdeError> {
+        let token = self.token(audience).await?;
+        Ok(crate::token::jwt_roles(token.expose_secret()))
+    }
+
     /// Runs a hunting query on the configured API.
     pub async fn hunt(&self, query: &str, span: Option<HuntSpan>) -> Result<HuntResult, MdeError> {
         self.hunt_via(self.inner.cfg.hunting_api, query, span).await
@@ -330,14 +345,37 @@ impl MdeClient {
         let body = hunt::request_body(api, query, span)?;
         let timeout = Some(self.inner.cfg.hunt_timeout);
         let answer = self
-            .call(audience, Method::POST, url, Some(body), timeout, &Call::Hunt(api))
+            .call(
+                audience,
+                Method::POST,
+                url,
+                Some(body),
+                timeout,
+                &Call::Hunt(api),
+            )
             .await?;
         hunt::parse_result(&answer.body, api)
     }
 
     async fn get_mde(&self, url: Url, call: &Call) -> Result<Vec<u8>, MdeError> {
-        let answer = self.call(Audience::Mde, Method::GET, url, None, None, call).await?;
+        let answer = self
+            .call(Audience::Mde, Method::GET, url, None, None, call)
+            .await?;
         Ok(answer.body)
+    }
+
+    /// A collection GET; the MDE API answers an empty collection with 404.
+    async fn get_list<T>(
+        &self,
+        url: Url,
+        call: &Call,
+        parse: fn(&[u8]) -> Result<Vec<T>, MdeError>,
+    ) -> Result<Vec<T>, MdeError> {
+        match self.get_mde(url, call).await {
+            Ok(body) => parse(&body),
+            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn post_mde<T: Serialize>(
@@ -381,16 +419,26 @@ impl MdeClient {
             "$filter={}",
             machines::encode_query_value(filter)
         )));
-        match self.get_mde(url, &Call::Machine { what }).await {
-            Ok(body) => machines::parse_machines(&body),
-            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.get_list(url, &Call::Machine { what }, machines::parse_machines)
+            .await
+    }
+
+    /// Up to `top` machines (at most 10,000): the cheapest check that machine reads work.
+    pub async fn machines_top(&self, top: u32) -> Result<Vec<Machine>, MdeError> {
+        let mut url = self.mde_url("api/machines")?;
+        url.set_query(Some(&format!("$top={}", top.clamp(1, 10_000))));
+        let call = Call::Machine {
+            what: "machines".to_owned(),
+        };
+        self.get_list(url, &call, machines::parse_machines).await
     }
 
     /// Machines whose last reported IP is `ip`.
     pub async fn machines_by_ip(&self, ip: IpAddr) -> Result<Vec<Machine>, MdeError> {
-        let filter = format!("lastIpAddress eq {}", machines::odata_string(&ip.to_string()));
+        let filter = format!(
+            "lastIpAddress eq {}",
+            machines::odata_string(&ip.to_string())
+        );
         self.machines_where(&filter, format!("machines with last IP {ip}"))
             .await
     }
@@ -416,20 +464,18 @@ impl MdeClient {
             "api/machines/findbyip(ip='{ip}',timestamp={whole}Z)"
         ))?;
         let what = format!("machines with IP {ip} at {whole}Z");
-        match self.get_mde(url, &Call::Machine { what }).await {
-            Ok(body) => machines::parse_machines(&body),
-            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.get_list(url, &Call::Machine { what }, machines::parse_machines)
+            .await
     }
 
     /// Exactly one machine: zero or several are errors, never a silent pick.
     pub async fn resolve(&self, selector: &MachineSelector) -> Result<Machine, MdeError> {
         match selector {
             MachineSelector::Id(id) => self.machine(id).await,
-            MachineSelector::DnsName(n) => {
-                exactly_one(self.machines_by_dns_name(n).await?, &format!("DNS name {n}"))
-            }
+            MachineSelector::DnsName(n) => exactly_one(
+                self.machines_by_dns_name(n).await?,
+                &format!("DNS name {n}"),
+            ),
             MachineSelector::IpAt(ip, at) => exactly_one(
                 self.find_by_ip(*ip, *at).await?,
                 &format!("IP {ip} at {at}"),
@@ -456,28 +502,82 @@ impl MdeClient {
             #[serde(rename = "IsolationType")]
             isolation: IsolationType,
         }
-        check_comment(comment)?;
-        let url = self.entity_url("machines", machine_id, Some("isolate"))?;
         let call = Call::Isolate {
             machine_id: machine_id.to_owned(),
         };
         let body = Body { comment, isolation };
-        machines::parse_action(&self.post_mde(url, &body, &call).await?)
+        self.command(machine_id, "isolate", comment, &body, call)
+            .await
     }
 
     /// Releases a machine from isolation.
-    pub async fn release(&self, machine_id: &str, comment: &str) -> Result<MachineAction, MdeError> {
+    pub async fn release(
+        &self,
+        machine_id: &str,
+        comment: &str,
+    ) -> Result<MachineAction, MdeError> {
         #[derive(Serialize)]
         struct Body<'a> {
             #[serde(rename = "Comment")]
             comment: &'a str,
         }
-        check_comment(comment)?;
-        let url = self.entity_url("machines", machine_id, Some("unisolate"))?;
         let call = Call::Release {
             machine_id: machine_id.to_owned(),
         };
-        machines::parse_action(&self.post_mde(url, &Body { comment }, &call).await?)
+        let body = Body { comment };
+        self.command(machine_id, "unisolate", comment, &body, call)
+            .await
+    }
+
+    /// `POST api/machines/{id}/{verb}` returning the new action.
+    async fn command<T: Serialize>(
+        &self,
+        machine_id: &str,
+        verb: &str,
+        comment: &str,
+        body: &T,
+        call: Call,
+    ) -> Result<MachineAction, MdeError> {
+        check_comment(comment)?;
+        let url = self.entity_url("machines", machine_id, Some(verb))?;
+        let action_type = if verb == "isolate" {
+            "Isolate"
+        } else {
+            "Unisolate"
+        };
+        match self.post_mde(url, body, &call).await {
+            Ok(bytes) => machines::parse_action(&bytes),
+            Err(e) => Err(self.with_pending_action(e, action_type).await),
+        }
+    }
+
+    /// For `ActiveRequestAlreadyExists`, names the pending action of that type when the
+    /// machine's action list shows one (best effort: the filter is undocumented).
+    async fn with_pending_action(&self, e: MdeError, action_type: &str) -> MdeError {
+        let MdeError::ActiveRequestAlreadyExists {
+            machine_id,
+            message,
+            ..
+        } = e
+        else {
+            return e;
+        };
+        let pending = match self.machine_actions(&machine_id).await {
+            Ok(actions) => actions
+                .into_iter()
+                .filter(|a| !a.status.is_final() && a.action_type.eq_ignore_ascii_case(action_type))
+                .max_by_key(|a| a.created)
+                .map(|a| a.id),
+            Err(lookup) => {
+                tracing::debug!(kind = lookup.kind(), error = %lookup, "cannot list pending actions");
+                None
+            }
+        };
+        MdeError::ActiveRequestAlreadyExists {
+            machine_id,
+            message,
+            pending_action_id: pending,
+        }
     }
 
     /// One machine action.
@@ -501,16 +601,14 @@ impl MdeClient {
         let call = Call::Machine {
             what: format!("actions of machine {machine_id}"),
         };
-        match self.get_mde(url, &call).await {
-            Ok(body) => machines::parse_actions(&body),
-            Err(MdeError::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.get_list(url, &call, machines::parse_actions).await
     }
 
     /// Isolation state from the newest isolate/release action.
     pub async fn isolation_state(&self, machine_id: &str) -> Result<IsolationState, MdeError> {
-        Ok(isolation_from_actions(self.machine_actions(machine_id).await?))
+        Ok(isolation_from_actions(
+            self.machine_actions(machine_id).await?,
+        ))
     }
 
     /// Polls an action every `poll` until it is final or `deadline` (on the client's clock)

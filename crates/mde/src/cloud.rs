@@ -146,14 +146,18 @@ impl Endpoints {
     }
 
     pub(crate) fn all_loopback(&self) -> bool {
-        [&self.login, &self.graph, &self.mde_api].into_iter().all(is_loopback)
+        [&self.login, &self.graph, &self.mde_api]
+            .into_iter()
+            .all(is_loopback)
     }
 }
 
 fn check_url(field: &'static str, url: &Url) -> Result<(), MdeError> {
     let invalid = |reason: String| MdeError::InvalidConfig { field, reason };
     if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(invalid(format!("`{url}` is not an absolute http(s) URL with a host")));
+        return Err(invalid(format!(
+            "`{url}` is not an absolute http(s) URL with a host"
+        )));
     }
     match url.scheme() {
         "https" => Ok(()),

@@ -50,8 +50,14 @@ pub enum MdeError {
     },
     #[error("not found: {what}: {message}")]
     NotFound { what: String, message: String },
-    #[error("machine {machine_id} already has a pending action of this kind: {message}")]
-    ActiveRequestAlreadyExists { machine_id: String, message: String },
+    #[error("machine {machine_id} already has a pending action of this kind{}: {message}",
+        .pending_action_id.as_ref().map(|a| format!(" ({a})")).unwrap_or_default())]
+    ActiveRequestAlreadyExists {
+        machine_id: String,
+        message: String,
+        /// The pending action, when the machine's action list shows it.
+        pending_action_id: Option<String>,
+    },
     #[error("machine {machine_id} is already isolated: {message}")]
     AlreadyIsolated { machine_id: String, message: String },
     #[error("{what} matched {count} machines ({}), expected exactly one", .ids.join(", "))]

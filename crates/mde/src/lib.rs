@@ -15,7 +15,7 @@ pub mod machines;
 pub mod token;
 
 pub use classify::{Call, ErrorBody, classify, error_body, parse_retry_after, quota_of};
-pub use client::{MachineSelector, MdeClient};
+pub use client::{Audience, MachineSelector, MdeClient};
 pub use cloud::{Cloud, CloudInfo, Endpoints};
 pub use config::{ClientConfig, HuntingApi, TokenForm, user_agent};
 pub use error::{MdeError, Quota};

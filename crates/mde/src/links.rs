@@ -101,7 +101,9 @@ pub fn encode(query: &str) -> Result<String, LinkError> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(&utf16)
         .map_err(|e| LinkError::Compress(e.to_string()))?;
-    let bytes = gz.finish().map_err(|e| LinkError::Compress(e.to_string()))?;
+    let bytes = gz
+        .finish()
+        .map_err(|e| LinkError::Compress(e.to_string()))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 

@@ -193,7 +193,9 @@ fn machine_from(v: &Json) -> Result<Machine, MdeError> {
         os_platform: o.string("osPlatform"),
         os_version: o.string("version"),
         os_build: o.int("osBuild"),
-        os_architecture: o.string("osArchitecture").or_else(|| o.string("osProcessor")),
+        os_architecture: o
+            .string("osArchitecture")
+            .or_else(|| o.string("osProcessor")),
         health_status: o.string("healthStatus"),
         onboarding_status: o.string("onboardingStatus"),
         first_seen: o.time("firstSeen"),

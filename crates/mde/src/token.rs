@@ -86,6 +86,23 @@ pub fn parse_token(body: &[u8], now: Timestamp) -> Result<AccessToken, MdeError>
     })
 }
 
+/// The `roles` claim of a JWT's payload, without verifying the signature.
+pub fn jwt_roles(token: &str) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Json = serde_json::from_slice(&bytes).ok()?;
+    Some(match claims.get("roles") {
+        Some(Json::Array(roles)) => roles
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 type Slot = Arc<Mutex<Option<AccessToken>>>;
 
 /// Tokens by (tenant, audience).

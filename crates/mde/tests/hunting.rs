@@ -34,13 +34,19 @@ fn rows() -> serde_json::Value {
 }
 
 fn graph_body() -> serde_json::Value {
-    let schema: Vec<_> = TYPES.iter().map(|(n, t)| json!({"name": n, "type": t})).collect();
+    let schema: Vec<_> = TYPES
+        .iter()
+        .map(|(n, t)| json!({"name": n, "type": t}))
+        .collect();
     json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults",
            "schema": schema, "results": rows()})
 }
 
 fn mde_body() -> serde_json::Value {
-    let schema: Vec<_> = TYPES.iter().map(|(n, t)| json!({"Name": n, "Type": t})).collect();
+    let schema: Vec<_> = TYPES
+        .iter()
+        .map(|(n, t)| json!({"Name": n, "Type": t}))
+        .collect();
     json!({"Stats": {"ExecutionTime": 4.62, "dataset_statistics": [{"table_row_count": 3}]},
            "Schema": schema, "Results": rows()})
 }
@@ -64,10 +70,21 @@ fn check_table(t: &culprit_model::Table) {
     assert_eq!(t.rows.len(), 3);
     let r = &t.rows[0];
     let ts = Timestamp::parse("2020-02-05T01:10:26Z").unwrap().0 + 2_648_757;
-    assert_eq!(r[0], Value::DateTime(Timestamp(ts)), "all 7 fractional digits kept");
-    assert_eq!(r[1].as_str(), Some("1e5bc9d7e413ddd7902c2932e418702b84d0cc07"));
+    assert_eq!(
+        r[0],
+        Value::DateTime(Timestamp(ts)),
+        "all 7 fractional digits kept"
+    );
+    assert_eq!(
+        r[1].as_str(),
+        Some("1e5bc9d7e413ddd7902c2932e418702b84d0cc07")
+    );
     assert_eq!(r[2], Value::Int(443));
-    assert_eq!(r[3], Value::Int(9_007_199_254_740_993), "int64 beyond f64 precision");
+    assert_eq!(
+        r[3],
+        Value::Int(9_007_199_254_740_993),
+        "int64 beyond f64 precision"
+    );
     assert_eq!(r[4], Value::Real(0.25));
     assert_eq!(r[5], Value::Bool(true));
     assert_eq!(r[6].as_str(), Some("5f2c7a9e-0000-4000-8000-000000000001"));
@@ -88,7 +105,10 @@ async fn graph_hunt_sends_serialized_body_and_parses_every_type() {
     let query = "DeviceNetworkEvents\r\n| where RemoteUrl == \"a\\\"b\" and X == 'ü €'\n| take 3";
     let res = mock
         .client()
-        .hunt(query, Some(HuntSpan::Last(culprit_model::Duration::from_hours(26))))
+        .hunt(
+            query,
+            Some(HuntSpan::Last(culprit_model::Duration::from_hours(26))),
+        )
         .await
         .unwrap();
     check_table(&res.table);
@@ -99,9 +119,15 @@ async fn graph_hunt_sends_serialized_body_and_parses_every_type() {
     let reqs = mock.api_requests();
     assert_eq!(reqs.len(), 1);
     let r = &reqs[0];
-    assert_eq!((r.method.as_str(), r.path()), ("POST", "/v1.0/security/runHuntingQuery"));
+    assert_eq!(
+        (r.method.as_str(), r.path()),
+        ("POST", "/v1.0/security/runHuntingQuery")
+    );
     assert_eq!(r.json(), json!({"Query": query, "Timespan": "P1DT2H"}));
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(r.header("authorization"), Some("Bearer tok-1"));
     assert_eq!(
         r.header("user-agent"),
@@ -127,7 +153,11 @@ async fn mde_hunt_parses_capitalised_shape_into_the_same_table() {
 
     let r = &mock.api_requests()[0];
     assert_eq!(r.path(), "/api/advancedqueries/run");
-    assert_eq!(r.json(), json!({"Query": "DeviceInfo | take 1"}), "no Timespan on MDE");
+    assert_eq!(
+        r.json(),
+        json!({"Query": "DeviceInfo | take 1"}),
+        "no Timespan on MDE"
+    );
     assert_eq!(
         r.header("user-agent"),
         Some(concat!("Culprit/", env!("CARGO_PKG_VERSION"), " hunter/3"))
@@ -174,7 +204,10 @@ fn result_with_rows(n: usize) -> Vec<u8> {
 async fn exactly_100000_rows_is_flagged_truncated() {
     for (n, truncated) in [(100_000, true), (99_999, false)] {
         let body = result_with_rows(n);
-        let mock = Mock::start(with_tokens(move |_| Reply::raw(200, "application/json", &body))).await;
+        let mock = Mock::start(with_tokens(move |_| {
+            Reply::raw(200, "application/json", &body)
+        }))
+        .await;
         let res = mock.client().hunt("T", None).await.unwrap();
         assert_eq!(res.table.len(), n);
         assert_eq!(res.truncated, truncated, "{n} rows");
@@ -199,33 +232,59 @@ fn mde_error(status: u16, code: &str, message: &str) -> Reply {
 
 #[tokio::test]
 async fn throttling_names_the_quota_and_retry_after() {
-    let cases: [(fn() -> Reply, Quota, Option<u64>); 6] = [
+    type Case = (fn() -> Reply, Quota, Option<u64>);
+    let cases: [Case; 6] = [
         (
-            || mde_error(429, "429", "API calls quota exceeded! maximum allowed 45 per 00:01:00")
-                .with_header("Retry-After", "17"),
+            || {
+                mde_error(
+                    429,
+                    "429",
+                    "API calls quota exceeded! maximum allowed 45 per 00:01:00",
+                )
+                .with_header("Retry-After", "17")
+            },
             Quota::PerMinute,
             Some(17),
         ),
         (
-            || mde_error(429, "429", "API calls quota exceeded! maximum allowed 1500 per 01:00:00"),
+            || {
+                mde_error(
+                    429,
+                    "429",
+                    "API calls quota exceeded! maximum allowed 1500 per 01:00:00",
+                )
+            },
             Quota::PerHour,
             None,
         ),
         (
-            || mde_error(429, "TooManyRequests", "Tenant exceeded its CPU resources allocation"),
+            || {
+                mde_error(
+                    429,
+                    "TooManyRequests",
+                    "Tenant exceeded its CPU resources allocation",
+                )
+            },
             Quota::Cpu,
             None,
         ),
         (
-            || Reply::raw(429, "text/html", b"<html><head><title>429 Too Many Requests</title></head><body>slow down</body></html>")
-                .with_header("Retry-After", "120"),
+            || {
+                Reply::raw(429, "text/html", b"<html><head><title>429 Too Many Requests</title></head><body>slow down</body></html>")
+                .with_header("Retry-After", "120")
+            },
             Quota::Unknown,
             Some(120),
         ),
         (|| Reply::raw(429, "text/plain", b""), Quota::Unknown, None),
         (
-            || Reply::json(429, json!({"error": {"code": "TooManyRequests", "message": "Too many requests.",
-                "innerError": {"date": "2026-01-01T00:00:00", "request-id": "x"}}})),
+            || {
+                Reply::json(
+                    429,
+                    json!({"error": {"code": "TooManyRequests", "message": "Too many requests.",
+                "innerError": {"date": "2026-01-01T00:00:00", "request-id": "x"}}}),
+                )
+            },
             Quota::Unknown,
             None,
         ),
@@ -233,7 +292,10 @@ async fn throttling_names_the_quota_and_retry_after() {
     for (i, (reply, quota, after)) in cases.into_iter().enumerate() {
         let err = hunt_error(HuntingApi::Graph, reply).await;
         match &err {
-            MdeError::Throttled { quota: q, retry_after } => {
+            MdeError::Throttled {
+                quota: q,
+                retry_after,
+            } => {
                 assert_eq!(*q, quota, "case {i}");
                 assert_eq!(*retry_after, after.map(Duration::from_secs), "case {i}");
             }
@@ -247,7 +309,11 @@ async fn throttling_names_the_quota_and_retry_after() {
 #[tokio::test]
 async fn query_errors_are_classified() {
     let err = hunt_error(HuntingApi::Mde, || {
-        mde_error(400, "BadRequest", "Query execution has exceeded the allowed limits. The query used too many resources.")
+        mde_error(
+            400,
+            "BadRequest",
+            "Query execution has exceeded the allowed limits. The query used too many resources.",
+        )
     })
     .await;
     assert!(matches!(err, MdeError::TooExpensive { .. }), "{err:?}");
@@ -260,7 +326,11 @@ async fn query_errors_are_classified() {
     assert!(matches!(err, MdeError::ResultTooLarge { .. }), "{err:?}");
 
     let err = hunt_error(HuntingApi::Graph, || {
-        mde_error(400, "BadRequest", "Query could not be parsed at 'whre' on line [1,10]")
+        mde_error(
+            400,
+            "BadRequest",
+            "Query could not be parsed at 'whre' on line [1,10]",
+        )
     })
     .await;
     match &err {
@@ -273,22 +343,41 @@ async fn query_errors_are_classified() {
 #[tokio::test]
 async fn forbidden_names_the_missing_role() {
     let err = hunt_error(HuntingApi::Graph, || {
-        mde_error(403, "Forbidden", "Missing application roles. API required roles: ThreatHunting.Read.All")
+        mde_error(
+            403,
+            "Forbidden",
+            "Missing application roles. API required roles: ThreatHunting.Read.All",
+        )
     })
     .await;
-    assert!(matches!(&err, MdeError::Forbidden { missing_role: Some(r), .. } if r == "ThreatHunting.Read.All"), "{err:?}");
+    assert!(
+        matches!(&err, MdeError::Forbidden { missing_role: Some(r), .. } if r == "ThreatHunting.Read.All"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("ThreatHunting.Read.All"));
 
     // No role in the message: the call's own role.
-    let err = hunt_error(HuntingApi::Mde, || mde_error(403, "Forbidden", "Access denied")).await;
-    assert!(matches!(&err, MdeError::Forbidden { missing_role: Some(r), .. } if r == "AdvancedQuery.Read.All"), "{err:?}");
+    let err = hunt_error(HuntingApi::Mde, || {
+        mde_error(403, "Forbidden", "Access denied")
+    })
+    .await;
+    assert!(
+        matches!(&err, MdeError::Forbidden { missing_role: Some(r), .. } if r == "AdvancedQuery.Read.All"),
+        "{err:?}"
+    );
     let err = hunt_error(HuntingApi::Graph, || Reply::raw(403, "text/plain", b"")).await;
-    assert!(matches!(&err, MdeError::Forbidden { missing_role: Some(r), .. } if r == "ThreatHunting.Read.All"), "{err:?}");
+    assert!(
+        matches!(&err, MdeError::Forbidden { missing_role: Some(r), .. } if r == "ThreatHunting.Read.All"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn other_statuses_are_classified() {
-    let err = hunt_error(HuntingApi::Graph, || mde_error(404, "NotFound", "no such thing")).await;
+    let err = hunt_error(HuntingApi::Graph, || {
+        mde_error(404, "NotFound", "no such thing")
+    })
+    .await;
     assert_eq!(err.kind(), "not_found");
     for reply in [
         (|| Reply::raw(500, "text/plain", b"")) as fn() -> Reply,
@@ -305,13 +394,19 @@ async fn other_statuses_are_classified() {
     // The page's title, not its markup.
     assert_eq!(
         err.to_string(),
-        format!("Microsoft service error (HTTP 502): HTML page ({} bytes): Bad Gateway", PAGE.len())
+        format!(
+            "Microsoft service error (HTTP 502): HTML page ({} bytes): Bad Gateway",
+            PAGE.len()
+        )
     );
 }
 
 #[tokio::test]
 async fn unauthorized_retries_with_a_fresh_token_once() {
-    let mock = Mock::start(with_tokens(|_| mde_error(401, "Unauthorized", "token expired"))).await;
+    let mock = Mock::start(with_tokens(|_| {
+        mde_error(401, "Unauthorized", "token expired")
+    }))
+    .await;
     let err = mock.client().hunt("T", None).await.unwrap_err();
     assert!(matches!(err, MdeError::Unauthorized { .. }), "{err:?}");
     assert!(!err.is_retryable());
@@ -345,7 +440,11 @@ async fn a_401_then_success_succeeds() {
 async fn broken_bodies_are_decode_or_transport_errors() {
     // Complete HTTP framing, incomplete JSON: the server's fault, not retryable.
     let err = hunt_error(HuntingApi::Graph, || {
-        Reply::raw(200, "application/json", br#"{"schema":[{"name":"A","type":"String"}],"results":[{"A":"x"#)
+        Reply::raw(
+            200,
+            "application/json",
+            br#"{"schema":[{"name":"A","type":"String"}],"results":[{"A":"x"#,
+        )
     })
     .await;
     assert!(matches!(err, MdeError::Decode { .. }), "{err:?}");
@@ -365,7 +464,10 @@ async fn broken_bodies_are_decode_or_transport_errors() {
     assert!(matches!(err, MdeError::Transport { .. }), "{err:?}");
 
     // 200 with HTML.
-    let err = hunt_error(HuntingApi::Graph, || Reply::raw(200, "text/html", b"<html>login</html>")).await;
+    let err = hunt_error(HuntingApi::Graph, || {
+        Reply::raw(200, "text/html", b"<html>login</html>")
+    })
+    .await;
     assert!(matches!(err, MdeError::Decode { .. }), "{err:?}");
 }
 
@@ -392,7 +494,10 @@ async fn unknown_types_and_case_differences_are_tolerated() {
             .unwrap();
     assert_eq!(res.table.columns[0].ty, KustoType::Object);
     assert_eq!(res.table.columns[1].ty, KustoType::String);
-    assert_eq!(res.table.rows[0], vec![Value::Dynamic(json!({"k": 1})), Value::String("5".into())]);
+    assert_eq!(
+        res.table.rows[0],
+        vec![Value::Dynamic(json!({"k": 1})), Value::String("5".into())]
+    );
 }
 
 #[test]
@@ -407,5 +512,50 @@ fn hostile_cells_become_null_instead_of_panicking() {
             .unwrap();
     assert_eq!(res.table.rows[0], vec![Value::Null, Value::Null]);
     assert!(matches!(res.table.rows[1][0], Value::DateTime(_)));
-    assert_eq!(res.table.rows[1][1], Value::TimeSpan(culprit_model::Duration(-10_000_000)));
+    assert_eq!(
+        res.table.rows[1][1],
+        Value::TimeSpan(culprit_model::Duration(-10_000_000))
+    );
+}
+
+#[test]
+fn retry_after_takes_seconds_or_an_http_date() {
+    let now = Timestamp::parse("2015-10-21T07:28:00Z").unwrap();
+    let parse = |v| culprit_mde::parse_retry_after(Some(v), now);
+    assert_eq!(parse("30"), Some(Duration::from_secs(30)));
+    assert_eq!(
+        parse("Wed, 21 Oct 2015 07:28:45 GMT"),
+        Some(Duration::from_secs(45))
+    );
+    assert_eq!(
+        parse("Wed, 21 Oct 2015 07:00:00 GMT"),
+        Some(Duration::ZERO),
+        "in the past"
+    );
+    assert_eq!(
+        parse("99999999"),
+        Some(Duration::from_secs(86_400)),
+        "capped at a day"
+    );
+    assert_eq!(parse("soon"), None);
+    assert_eq!(culprit_mde::parse_retry_after(None, now), None);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let elsewhere = Mock::start(|_: &common::Req| Reply::json(200, graph_body())).await;
+    let target = elsewhere.url.join("steal").unwrap().to_string();
+    let mock = Mock::start(with_tokens(move |_| {
+        Reply::raw(302, "text/plain", b"").with_header("Location", &target)
+    }))
+    .await;
+    let err = mock.client().hunt("T", None).await.unwrap_err();
+    assert!(
+        matches!(err, MdeError::BadRequest { status: 302, .. }),
+        "{err:?}"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the token never left for another host"
+    );
 }

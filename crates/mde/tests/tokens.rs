@@ -20,7 +20,10 @@ async fn v2_token_request_carries_the_scope_form() {
     let toks = mock.token_requests();
     assert_eq!(toks.len(), 1);
     let t = &toks[0];
-    assert_eq!((t.method.as_str(), t.path()), ("POST", "/contoso-tenant/oauth2/v2.0/token"));
+    assert_eq!(
+        (t.method.as_str(), t.path()),
+        ("POST", "/contoso-tenant/oauth2/v2.0/token")
+    );
     assert_eq!(
         t.header("content-type"),
         Some("application/x-www-form-urlencoded")
@@ -37,9 +40,12 @@ async fn v2_token_request_carries_the_scope_form() {
 async fn v1_token_request_uses_resource_and_accepts_string_numbers() {
     let mock = Mock::start(|r: &common::Req| {
         if r.is_token() {
-            Reply::json(200, json!({"token_type": "Bearer", "expires_in": "3599", "ext_expires_in": "3599",
+            Reply::json(
+                200,
+                json!({"token_type": "Bearer", "expires_in": "3599", "ext_expires_in": "3599",
                 "expires_on": "1700000000", "not_before": "1699996400",
-                "resource": "https://api.securitycenter.microsoft.com", "access_token": "v1tok"}))
+                "resource": "https://api.securitycenter.microsoft.com", "access_token": "v1tok"}),
+            )
         } else {
             empty_hunt()
         }
@@ -71,37 +77,67 @@ fn oauth_error(status: u16, error: &str, aadsts: i64, text: &str) -> Reply {
 }
 
 async fn token_error(reply: fn() -> Reply) -> MdeError {
-    let mock = Mock::start(move |r: &common::Req| if r.is_token() { reply() } else { empty_hunt() }).await;
+    let mock =
+        Mock::start(move |r: &common::Req| if r.is_token() { reply() } else { empty_hunt() }).await;
     let err = mock.client().hunt("T", None).await.unwrap_err();
-    assert!(mock.api_requests().is_empty(), "no API call without a token");
+    assert!(
+        mock.api_requests().is_empty(),
+        "no API call without a token"
+    );
     err
 }
 
 #[tokio::test]
 async fn token_errors_say_what_to_fix() {
     let err = token_error(|| {
-        oauth_error(401, "invalid_client", 7_000_215, "Invalid client secret provided.")
+        oauth_error(
+            401,
+            "invalid_client",
+            7_000_215,
+            "Invalid client secret provided.",
+        )
     })
     .await;
     assert_eq!(err.kind(), "invalid_client");
     let text = err.to_string();
-    assert!(text.contains("AADSTS7000215") && text.contains("client secret"), "{text}");
+    assert!(
+        text.contains("AADSTS7000215") && text.contains("client secret"),
+        "{text}"
+    );
     assert!(!text.contains("Trace ID"), "one line: {text}");
 
     let err = token_error(|| {
-        oauth_error(400, "invalid_client", 7_000_222, "The provided client secret keys are expired.")
+        oauth_error(
+            400,
+            "invalid_client",
+            7_000_222,
+            "The provided client secret keys are expired.",
+        )
     })
     .await;
     assert_eq!(err.kind(), "invalid_client");
 
     let err = token_error(|| {
-        oauth_error(400, "unauthorized_client", 700_016, "Application with identifier 'x' was not found in the directory 'y'.")
+        oauth_error(
+            400,
+            "unauthorized_client",
+            700_016,
+            "Application with identifier 'x' was not found in the directory 'y'.",
+        )
     })
     .await;
-    assert!(matches!(err, MdeError::UnauthorizedClient { .. }), "{err:?}");
+    assert!(
+        matches!(err, MdeError::UnauthorizedClient { .. }),
+        "{err:?}"
+    );
 
     let err = token_error(|| {
-        oauth_error(400, "invalid_request", 90_002, "Tenant 'contoso-tenant' not found.")
+        oauth_error(
+            400,
+            "invalid_request",
+            90_002,
+            "Tenant 'contoso-tenant' not found.",
+        )
     })
     .await;
     match &err {
@@ -114,13 +150,20 @@ async fn token_errors_say_what_to_fix() {
         oauth_error(400, "invalid_resource", 500_011, "The resource principal named https://api.securitycenter.microsoft.com was not found in the tenant.")
     })
     .await;
-    assert!(matches!(&err, MdeError::TokenRejected { error, .. } if error == "invalid_resource"), "{err:?}");
+    assert!(
+        matches!(&err, MdeError::TokenRejected { error, .. } if error == "invalid_resource"),
+        "{err:?}"
+    );
 
     let err = token_error(|| Reply::raw(503, "text/html", b"<html>down</html>")).await;
-    assert!(matches!(err, MdeError::Service { status: 503, .. }), "{err:?}");
+    assert!(
+        matches!(err, MdeError::Service { status: 503, .. }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
 
-    let err = token_error(|| Reply::raw(200, "application/json", br#"{"token_type":"Bearer"}"#)).await;
+    let err =
+        token_error(|| Reply::raw(200, "application/json", br#"{"token_type":"Bearer"}"#)).await;
     assert!(matches!(err, MdeError::Decode { .. }), "{err:?}");
 }
 
@@ -146,7 +189,9 @@ async fn a_hundred_concurrent_callers_cause_one_token_request() {
     let mut tasks = Vec::new();
     for i in 0..100 {
         let c = client.clone();
-        tasks.push(tokio::spawn(async move { c.hunt(&format!("T | take {i}"), None).await }));
+        tasks.push(tokio::spawn(async move {
+            c.hunt(&format!("T | take {i}"), None).await
+        }));
     }
     for _ in 0..50 {
         tokio::task::yield_now().await;
@@ -158,7 +203,10 @@ async fn a_hundred_concurrent_callers_cause_one_token_request() {
     assert_eq!(mock.token_requests().len(), 1);
     let api = mock.api_requests();
     assert_eq!(api.len(), 100);
-    assert!(api.iter().all(|r| r.header("authorization") == Some("Bearer shared")));
+    assert!(
+        api.iter()
+            .all(|r| r.header("authorization") == Some("Bearer shared"))
+    );
 }
 
 #[tokio::test]
@@ -176,7 +224,11 @@ async fn tokens_are_per_audience_and_refreshed_before_expiry() {
 
     client.hunt("T", None).await.unwrap();
     client.machines_by_dns_name("pc1").await.unwrap();
-    let scopes: Vec<_> = mock.token_requests().iter().map(|r| r.form()["scope"].clone()).collect();
+    let scopes: Vec<_> = mock
+        .token_requests()
+        .iter()
+        .map(|r| r.form()["scope"].clone())
+        .collect();
     assert_eq!(
         scopes,
         [
@@ -188,12 +240,22 @@ async fn tokens_are_per_audience_and_refreshed_before_expiry() {
 
     clock.advance_secs(3400);
     client.hunt("T", None).await.unwrap();
-    assert_eq!(mock.token_requests().len(), 2, "still fresh at 3400 s of 3599");
+    assert_eq!(
+        mock.token_requests().len(),
+        2,
+        "still fresh at 3400 s of 3599"
+    );
 
     clock.advance_secs(100); // 3500 s: within the two-minute margin
     client.hunt("T", None).await.unwrap();
     assert_eq!(mock.token_requests().len(), 3, "refreshed before expiry");
-    let last = mock.api_requests().last().unwrap().header("authorization").unwrap().to_owned();
+    let last = mock
+        .api_requests()
+        .last()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .to_owned();
     assert_eq!(last, "Bearer tok-3");
 }
 
@@ -217,10 +279,16 @@ async fn a_failed_early_refresh_keeps_the_valid_token() {
     clock.advance_secs(3500);
     client.hunt("T", None).await.unwrap();
     assert_eq!(n.get(), 2, "a refresh was attempted");
-    assert_eq!(mock.api_requests()[1].header("authorization"), Some("Bearer first"));
+    assert_eq!(
+        mock.api_requests()[1].header("authorization"),
+        Some("Bearer first")
+    );
     clock.advance_secs(200); // past expiry: the refresh failure now surfaces
     let err = client.hunt("T", None).await.unwrap_err();
-    assert!(matches!(err, MdeError::Service { status: 503, .. }), "{err:?}");
+    assert!(
+        matches!(err, MdeError::Service { status: 503, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -236,15 +304,102 @@ fn configuration_is_validated() {
     assert!(MdeClient::new(base()).is_ok());
     let mut c = base();
     c.tenant_id = "../evil".into();
-    assert!(matches!(MdeClient::new(c).unwrap_err(), MdeError::InvalidInput { field: "tenant_id", .. }));
+    assert!(matches!(
+        MdeClient::new(c).unwrap_err(),
+        MdeError::InvalidInput {
+            field: "tenant_id",
+            ..
+        }
+    ));
     let mut c = base();
     c.client_secret = secrecy::SecretString::from("");
-    assert!(matches!(MdeClient::new(c).unwrap_err(), MdeError::InvalidConfig { field: "client_secret", .. }));
+    assert!(matches!(
+        MdeClient::new(c).unwrap_err(),
+        MdeError::InvalidConfig {
+            field: "client_secret",
+            ..
+        }
+    ));
     let mut c = base();
     c.proxy = Some("socks5://user:pw@proxy:1080".into());
     let err = MdeClient::new(c).unwrap_err();
-    assert!(!err.to_string().contains("pw"), "proxy credentials never echoed: {err}");
+    assert!(
+        !err.to_string().contains("pw"),
+        "proxy credentials never echoed: {err}"
+    );
     let mut c = base();
     c.proxy = Some("http://proxy.example:3128".into());
     assert!(MdeClient::new(c).is_ok());
+}
+
+#[tokio::test]
+async fn the_configured_proxy_carries_the_calls() {
+    // The proxy is the mock: it sees a CONNECT for the login host and hangs up.
+    let proxy = Mock::start(|_: &common::Req| Reply::Close).await;
+    let mut cfg = culprit_mde::ClientConfig::new(
+        culprit_mde::Cloud::GccHigh,
+        TENANT,
+        CLIENT,
+        secrecy::SecretString::from(SECRET),
+    );
+    cfg.proxy = Some(proxy.url.to_string());
+    let err = MdeClient::new(cfg)
+        .unwrap()
+        .hunt("T", None)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].target.as_str()),
+        ("CONNECT", "login.microsoftonline.us:443")
+    );
+    assert!(
+        seen[0].body.is_empty(),
+        "the secret goes inside the tunnel only"
+    );
+}
+
+#[tokio::test]
+async fn granted_roles_come_from_the_token_claims() {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let jwt = format!(
+        "{}.{}.c2ln",
+        b64(json!({"typ": "JWT", "alg": "RS256"})),
+        b64(
+            json!({"aud": "https://api.securitycenter.microsoft.com", "roles": ["Machine.Read.All", "AdvancedQuery.Read.All"]})
+        )
+    );
+    let mock = Mock::start(move |r: &common::Req| {
+        let scope = r.form().get("scope").cloned().unwrap_or_default();
+        if scope.starts_with("https://graph") {
+            Reply::token("opaque-not-a-jwt", 3599)
+        } else {
+            Reply::token(&jwt, 3599)
+        }
+    })
+    .await;
+    let client = mock.client();
+    assert_eq!(
+        client
+            .granted_roles(culprit_mde::Audience::Mde)
+            .await
+            .unwrap(),
+        Some(vec![
+            "Machine.Read.All".to_owned(),
+            "AdvancedQuery.Read.All".to_owned()
+        ])
+    );
+    assert_eq!(
+        client
+            .granted_roles(culprit_mde::Audience::Graph)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(mock.api_requests().is_empty(), "no API call needed");
 }

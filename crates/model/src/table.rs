@@ -234,7 +234,16 @@ pub fn parse_timespan(s: &str) -> Option<Duration> {
         let padded = format!("{digits:0<7}");
         frac_ticks = padded.parse().ok()?;
     }
-    let total = (((days * 24 + h) * 60 + m) * 60 + s) * 10_000_000 + frac_ticks;
+    // Checked: a huge day count must be refused, not wrap.
+    let total = days
+        .checked_mul(24)?
+        .checked_add(h)?
+        .checked_mul(60)?
+        .checked_add(m)?
+        .checked_mul(60)?
+        .checked_add(s)?
+        .checked_mul(10_000_000)?
+        .checked_add(frac_ticks)?;
     Some(Duration(if neg { -total } else { total }))
 }
 
@@ -362,6 +371,7 @@ mod tests {
         }
         assert_eq!(parse_timespan("00:01:00"), Some(Duration::from_minutes(1)));
         assert_eq!(parse_timespan("nonsense"), None);
+        assert_eq!(parse_timespan("99999999999999.00:00:00"), None);
     }
 
     #[test]

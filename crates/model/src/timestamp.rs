@@ -124,20 +124,26 @@ impl Timestamp {
         if t.is_empty() {
             return Err(err("empty"));
         }
+        // Every form accepted is ASCII; checking first makes the byte offsets below safe.
+        if !t.is_ascii() {
+            return Err(err("not an ASCII date-time"));
+        }
         let mut owned = t.replacen(' ', "T", 1);
         if owned.len() == 10 {
             owned.push_str("T00:00:00Z");
         }
+        let tail_at = 10.min(owned.len());
+        let tail = &owned[tail_at..];
         let has_offset = owned.ends_with('Z')
             || owned.ends_with('z')
-            || owned[10.min(owned.len())..].contains(['+'])
-            || owned[10.min(owned.len())..].rfind('-').is_some();
+            || tail.contains('+')
+            || tail.contains('-');
         if !has_offset {
             owned.push('Z');
         }
         // Suricata writes offsets without a colon (+0200); RFC 3339 wants one.
-        if let Some(pos) = owned[10.min(owned.len())..].rfind(['+', '-']) {
-            let pos = pos + 10;
+        if let Some(pos) = owned[tail_at..].rfind(['+', '-']) {
+            let pos = pos + tail_at;
             let off = &owned[pos + 1..];
             if off.len() == 4 && off.bytes().all(|b| b.is_ascii_digit()) {
                 owned = format!("{}{}:{}", &owned[..pos + 1], &off[..2], &off[2..]);
@@ -219,6 +225,8 @@ mod tests {
         );
         assert!(Timestamp::parse("").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
+        // A multi-byte character where the date ends must not split a character.
+        assert!(Timestamp::parse("2020-01-0\u{e9}1T00:00:00Z").is_err());
     }
 
     #[test]
@@ -228,6 +236,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(s in "\\PC{0,40}") {
+            let _ = Timestamp::parse(&s);
+            let _ = crate::table::parse_timespan(&s);
+        }
+
         #[test]
         fn kusto_string_round_trips(ticks in -60_000_000_000_000_000i64..60_000_000_000_000_000i64) {
             let t = Timestamp(ticks);

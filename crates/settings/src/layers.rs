@@ -161,3 +161,30 @@ mod tests {
         assert!(msg.contains("bus.kind") && msg.contains("store.kind"), "{msg}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use crate::Settings;
+
+    /// The documented example must stay loadable and list every key the types know.
+    #[test]
+    fn example_config_is_valid_and_complete() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/culprit.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = super::build(Some(&text), &[]).unwrap();
+        assert_eq!(s.tenants.len(), 1);
+        let file: toml::Table = text.parse().unwrap();
+        let defaults: toml::Table = toml::to_string(&Settings::default())
+            .unwrap()
+            .parse()
+            .unwrap();
+        for (section, keys) in &defaults {
+            let Some(keys) = keys.as_table() else { continue };
+            let in_file = file[section].as_table().unwrap();
+            for k in keys.keys() {
+                assert!(in_file.contains_key(k), "{section}.{k} is not documented");
+            }
+        }
+    }
+}

@@ -150,6 +150,100 @@ pub struct TelemetrySettings {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     pub listen: String,
+    /// Bearer API keys (`culprit keys create` prints an entry). Only SHA-256 hashes are kept.
+    pub api_keys: Vec<ApiKeySettings>,
+    /// Calls per second allowed per API key (the burst is the same); 0 turns the limit off.
+    pub rate_limit_per_key: u32,
+    /// `WatchCorrelations` events kept for resuming clients (oldest trimmed beyond).
+    pub watch_retention: u64,
+    /// Audit records kept in the Redis stream (the structured log keeps everything).
+    pub audit_retention: u64,
+    pub tls: GatewayTlsSettings,
+    pub policy: ResponsePolicySettings,
+}
+
+/// One API key. `hash` is the lowercase hex SHA-256 of the whole key: keys are 256 random bits,
+/// so a fast hash cannot be brute-forced and keeps each call's check in microseconds.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// Names the caller in the audit trail and in logs.
+    pub id: String,
+    pub hash: String,
+    /// `read`, `submit`, `respond`.
+    pub scopes: Vec<String>,
+    /// Culprit tenant names the key may see; `*` means every tenant.
+    pub tenants: Vec<String>,
+}
+
+/// TLS for the gRPC listener: off while `cert_file` is empty; mutual TLS when
+/// `client_ca_file` is set (clients must present a certificate it signed).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayTlsSettings {
+    /// PEM certificate chain of the server.
+    pub cert_file: String,
+    /// PEM private key of the server.
+    pub key_file: String,
+    /// PEM CA bundle that client certificates must chain to.
+    pub client_ca_file: String,
+}
+
+/// The automatic response policy: isolates devices on attributed detections.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsePolicySettings {
+    /// `off` (the default), `dry_run` (decide and audit, never act) or `enforce`.
+    pub mode: String,
+    /// `full` or `selective`.
+    pub isolation_type: String,
+    /// Devices carrying any of these MDE tags are never isolated (case-insensitive).
+    pub exclude_tags: Vec<String>,
+    /// Devices whose name matches any of these globs (`*`, `?`; case-insensitive) are never
+    /// isolated, e.g. `dc*` or `*-srv-*`.
+    pub exclude_name_patterns: Vec<String>,
+    /// Isolations at most per tenant in any hour, counted across replicas.
+    pub max_isolations_per_hour: u32,
+    /// Releases a device the policy isolated after this many seconds; 0 never releases.
+    pub auto_release_after_secs: u64,
+    /// Thresholds per Culprit tenant; a tenant not listed is never acted on.
+    pub tenants: BTreeMap<String, PolicyTenantSettings>,
+}
+
+/// A detection triggers isolation only when all three thresholds are met.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyTenantSettings {
+    /// Minimum threat score (0-100).
+    pub min_threat: u32,
+    /// Minimum certainty score (0-100).
+    pub min_certainty: u32,
+    /// Minimum attribution confidence of the probable process (0-1).
+    pub min_confidence: f64,
+}
+
+impl Default for PolicyTenantSettings {
+    fn default() -> Self {
+        PolicyTenantSettings {
+            min_threat: 80,
+            min_certainty: 80,
+            min_confidence: 0.9,
+        }
+    }
+}
+
+impl Default for ResponsePolicySettings {
+    fn default() -> Self {
+        ResponsePolicySettings {
+            mode: "off".into(),
+            isolation_type: "full".into(),
+            exclude_tags: Vec::new(),
+            exclude_name_patterns: Vec::new(),
+            max_isolations_per_hour: 5,
+            auto_release_after_secs: 0,
+            tenants: BTreeMap::new(),
+        }
+    }
 }
 
 mod defaults {
@@ -230,6 +324,12 @@ impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
             listen: "127.0.0.1:50051".into(),
+            api_keys: Vec::new(),
+            rate_limit_per_key: 1000,
+            watch_retention: 100_000,
+            audit_retention: 1_000_000,
+            tls: GatewayTlsSettings::default(),
+            policy: ResponsePolicySettings::default(),
         }
     }
 }

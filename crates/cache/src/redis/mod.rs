@@ -334,7 +334,9 @@ impl HuntBudget for RedisStores {
             if at.is_empty() {
                 return Ok(());
             }
-            self.budget_call(tenant, Timestamp::now(), "absorb", at)
+            // "Now" for lost-data bookkeeping: the latest replayed call, in the caller's clock.
+            let latest = at.iter().copied().max().unwrap_or_default();
+            self.budget_call(tenant, latest, "absorb", at)
                 .await
                 .map(drop)
         })

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use culprit_correlator::eval::Truth;
 use culprit_correlator::{Options, Scorer, attribute};
-use culprit_model::detection::{Flow, HostRef, Protocol, Session, SourceKind, Subject, parse_ip};
-use culprit_model::{Column, Correlation, Detection, Direction, KustoType, Table, Telemetry, Timestamp, Window};
+use culprit_model::{Column, Correlation, Detection, KustoType, Table, Telemetry, Timestamp};
 use serde_json::Value as J;
 
 pub struct Scenario {
@@ -46,7 +45,11 @@ fn infer_columns(rows: &[serde_json::Map<String, J>]) -> Vec<Column> {
     order
         .into_iter()
         .map(|k| {
-            let ty = types.get(&k).copied().flatten().unwrap_or(KustoType::String);
+            let ty = types
+                .get(&k)
+                .copied()
+                .flatten()
+                .unwrap_or(KustoType::String);
             Column::new(k, ty)
         })
         .collect()
@@ -73,92 +76,24 @@ pub fn load_telemetry(dir: &Path) -> Telemetry {
     tel
 }
 
-fn ts(v: &J) -> Option<Timestamp> {
-    v.as_str().and_then(|s| Timestamp::parse(s).ok())
-}
-
-/// A minimal reading of Vectra v3.3 host detections, enough for the engine's tests (the
-/// product's parser lives in culprit-ingest).
-pub fn parse_vectra(text: &str, tenant: &str) -> Vec<Detection> {
-    let page: J = serde_json::from_str(text).unwrap();
-    let results = page.get("results").and_then(J::as_array).cloned().unwrap_or_default();
-    results.iter().map(|r| vectra_detection(r, tenant)).collect()
-}
-
-fn vectra_detection(r: &J, tenant: &str) -> Detection {
-    let s = |k: &str| r.get(k).and_then(J::as_str).unwrap_or("").to_owned();
-    let first = ts(&r["first_timestamp"]).unwrap();
-    let last = ts(&r["last_timestamp"]).unwrap_or(first);
-    let mut flows: Vec<Flow> = Vec::new();
-    for g in r.get("grouped_details").and_then(J::as_array).into_iter().flatten() {
-        let domain = g
-            .get("target_domains")
-            .and_then(J::as_array)
-            .and_then(|d| d.first())
-            .and_then(J::as_str)
-            .map(str::to_owned);
-        for sess in g.get("sessions").and_then(J::as_array).into_iter().flatten() {
-            let Some(ip) = sess.get("dst_ip").and_then(J::as_str).and_then(parse_ip) else {
-                continue;
-            };
-            let port = sess.get("dst_port").and_then(J::as_u64).and_then(|p| u16::try_from(p).ok());
-            let proto = Protocol::parse(sess.get("protocol").and_then(J::as_str).unwrap_or("tcp"));
-            let first = ts(&sess["first_timestamp"]).unwrap_or(first);
-            let session = Session {
-                first,
-                last: ts(&sess["last_timestamp"]).unwrap_or(first),
-                local_port: None,
-                bytes_sent: sess.get("bytes_sent").and_then(J::as_u64),
-                bytes_received: sess.get("bytes_received").and_then(J::as_u64),
-                community_id: None,
-            };
-            match flows
-                .iter_mut()
-                .find(|f| f.remote_ip == ip && f.remote_port == port && f.protocol == proto)
-            {
-                Some(f) => f.sessions.push(session),
-                None => flows.push(Flow {
-                    remote_ip: ip,
-                    remote_port: port,
-                    protocol: proto,
-                    domain: domain.clone(),
-                    sessions: vec![session],
-                }),
-            }
-        }
-    }
-    Detection {
-        source: SourceKind::Vectra,
-        tenant: tenant.to_owned(),
-        source_id: r["id"].to_string(),
-        revision: s("last_timestamp"),
-        category: s("category"),
-        detection_type: s("detection_type"),
-        threat: r.get("threat").and_then(J::as_u64).map(|v| v as u32),
-        certainty: r.get("certainty").and_then(J::as_u64).map(|v| v as u32),
-        severity: None,
-        subject: Subject::Host,
-        direction: Direction::Outbound,
-        host: HostRef {
-            ip: r.get("src_ip").and_then(J::as_str).and_then(parse_ip),
-            name: r.pointer("/src_host/name").and_then(J::as_str).map(str::to_owned),
-            source_host_id: r.pointer("/src_host/id").map(|v| v.to_string()),
-        },
-        window: Window::new(first, last),
-        flows,
-        needs_target_list: false,
-        summary: None,
-        warnings: Vec::new(),
-    }
+/// Vectra detections through the product's own parser; a detection the parser rejects fails
+/// the test with its error.
+pub fn parse_vectra(bytes: &[u8], tenant: &str) -> Vec<Detection> {
+    culprit_ingest::vectra::parse_json(bytes, tenant)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.detection.unwrap())
+        .collect()
 }
 
 pub fn load(dir: &Path) -> Scenario {
-    let text = std::fs::read_to_string(dir.join("ndr").join("vectra_detections.json")).unwrap();
-    let truth = Truth::from_json(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("ndr").join("vectra_detections.json")).unwrap();
+    let truth =
+        Truth::from_json(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
     Scenario {
         name: dir.file_name().unwrap().to_string_lossy().into_owned(),
         telemetry: load_telemetry(dir),
-        detections: parse_vectra(&text, "test-tenant"),
+        detections: parse_vectra(&bytes, "test-tenant"),
         truth,
     }
 }
@@ -173,7 +108,10 @@ pub fn later() -> Timestamp {
 }
 
 pub fn run(s: &Scenario, scorer: Scorer) -> Vec<Correlation> {
-    let opts = Options { scorer, ..Options::default() };
+    let opts = Options {
+        scorer,
+        ..Options::default()
+    };
     s.detections
         .iter()
         .map(|d| attribute(d, &s.telemetry, &opts, later()))

@@ -41,7 +41,9 @@ impl Req {
             .map(|(_, v)| v.as_str())
     }
     pub fn form(&self) -> HashMap<String, String> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
@@ -58,10 +60,7 @@ pub enum Reply {
         body: Vec<u8>,
     },
     /// Declares `declared` bytes, sends `body`, then closes: a cut connection.
-    Cut {
-        declared: usize,
-        body: Vec<u8>,
-    },
+    Cut { declared: usize, body: Vec<u8> },
     /// Closes without answering.
     Close,
     /// Never answers (for timeouts).
@@ -174,11 +173,19 @@ impl Mock {
         self.requests().into_iter().filter(Req::is_token).collect()
     }
     pub fn api_requests(&self) -> Vec<Req> {
-        self.requests().into_iter().filter(|r| !r.is_token()).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| !r.is_token())
+            .collect()
     }
 
     pub fn config(&self) -> ClientConfig {
-        let mut cfg = ClientConfig::new(Cloud::Commercial, TENANT, CLIENT, SecretString::from(SECRET));
+        let mut cfg = ClientConfig::new(
+            Cloud::Commercial,
+            TENANT,
+            CLIENT,
+            SecretString::from(SECRET),
+        );
         cfg.endpoints = Some(Endpoints::single(&self.url));
         cfg
     }

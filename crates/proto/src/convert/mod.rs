@@ -109,11 +109,11 @@ pub fn timestamp_from_proto(
             format!("nanos {} is outside 0..1000000000", t.nanos),
         ));
     }
-    t.seconds
-        .checked_mul(TICKS_PER_SECOND)
-        .and_then(|ticks| ticks.checked_add(i64::from(t.nanos / 100)))
+    // In i128: near i64::MIN the seconds part alone is below the range that the sum is in.
+    let ticks = i128::from(t.seconds) * i128::from(TICKS_PER_SECOND) + i128::from(t.nanos / 100);
+    i64::try_from(ticks)
         .map(Timestamp)
-        .ok_or_else(|| ConvertError::invalid(field, format!("{} s is out of range", t.seconds)))
+        .map_err(|_| ConvertError::invalid(field, format!("{} s is out of range", t.seconds)))
 }
 
 pub(crate) fn opt_time(

@@ -134,6 +134,10 @@ pub struct TelemetryBundle {
     pub fetched_at: Option<Timestamp>,
     /// 0 for the first hunt; 1, 2, ... for re-queries.
     pub requery: u32,
+    /// Hunting failed for good: (kind, message).
+    pub hunt_failure: Option<(String, String)>,
+    /// The service's row cap cut the answer.
+    pub truncated: bool,
 }
 
 impl TelemetryBundle {
@@ -161,6 +165,14 @@ impl From<&TelemetryBundle> for pb::TelemetryBundle {
                 .collect(),
             fetched_at: opt_time_to_proto(b.fetched_at),
             requery: b.requery,
+            hunt_failure: b
+                .hunt_failure
+                .as_ref()
+                .map(|(kind, message)| pb::HuntFailure {
+                    kind: kind.clone(),
+                    message: message.clone(),
+                }),
+            truncated: b.truncated,
         }
     }
 }
@@ -197,6 +209,8 @@ impl TryFrom<pb::TelemetryBundle> for TelemetryBundle {
             tables: each("tables", b.tables, named_table_from_proto)?,
             fetched_at: opt_time("fetched_at", b.fetched_at)?,
             requery: b.requery,
+            hunt_failure: b.hunt_failure.map(|f| (f.kind, f.message)),
+            truncated: b.truncated,
         })
     }
 }
@@ -276,6 +290,8 @@ mod tests {
             ],
             fetched_at: Some(Timestamp(42)),
             requery: 2,
+            hunt_failure: Some(("forbidden".into(), "missing ThreatHunting.Read.All".into())),
+            truncated: true,
         };
         let bytes = pb::TelemetryBundle::from(&bundle).encode_to_vec();
         let back =
@@ -329,6 +345,8 @@ mod tests {
             tables: vec![],
             fetched_at: None,
             requery: 0,
+            hunt_failure: None,
+            truncated: false,
         });
         p.detection_key = "vectra:acme:2569:older".into();
         let err = TelemetryBundle::try_from(p.clone()).unwrap_err();
@@ -345,5 +363,40 @@ mod tests {
             TelemetryBundle::try_from(p).unwrap_err().field(),
             "tables[0].name"
         );
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let json = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z\\\\\"\u{e9}]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            // NaN is never equal to itself; every other double must survive.
+            any::<f64>()
+                .prop_filter("not NaN", |f| !f.is_nan())
+                .prop_map(Value::Real),
+            ".{0,16}".prop_map(Value::String),
+            any::<i64>().prop_map(|t| Value::DateTime(Timestamp(t))),
+            any::<i64>().prop_map(|d| Value::TimeSpan(Duration(d))),
+            proptest::collection::vec(json, 0..4)
+                .prop_map(|items| Value::Dynamic(serde_json::Value::Array(items))),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_row_round_trips(row in proptest::collection::vec(any_value(), 1..6)) {
+            let columns = (0..row.len()).map(|i| Column::new(format!("c{i}"), KustoType::Object)).collect();
+            let mut t = Table::new(columns);
+            t.rows.push(row);
+            let bytes = table_to_proto("T", &t).encode_to_vec();
+            let back = Table::try_from(pb::Table::decode(bytes.as_slice()).unwrap()).unwrap();
+            proptest::prop_assert_eq!(back, t);
+        }
     }
 }
