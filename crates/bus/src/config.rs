@@ -21,8 +21,9 @@ pub struct BusConfig {
     pub retry_delays: Vec<Duration>,
     /// Attempts before [`crate::Delivery::retry`] dead-letters instead.
     pub max_attempts: u32,
-    /// RabbitMQ `x-delivery-limit`: a message redelivered this many times without being
-    /// settled (e.g. it crashes its consumer) goes to the dead-letter queue. `None`: no limit.
+    /// RabbitMQ `x-delivery-limit`: a message that came back unsettled more than this many
+    /// times (e.g. it crashes its consumer) goes to the dead-letter queue with reason
+    /// [`crate::DELIVERY_LIMIT_REASON`]. `None`: no limit.
     pub delivery_limit: Option<u32>,
     /// How long a publish keeps retrying across a broker outage before failing.
     pub publish_timeout: Duration,
@@ -123,7 +124,10 @@ impl BusConfig {
             return fail("max_attempts", "must be at least 1");
         }
         if self.max_attempts > 1 && self.retry_delays.is_empty() {
-            return fail("retry_delays", "needs at least one delay when max_attempts > 1");
+            return fail(
+                "retry_delays",
+                "needs at least one delay when max_attempts > 1",
+            );
         }
         let max_ttl = Duration::from_millis(u64::from(u32::MAX >> 1));
         if self
@@ -131,7 +135,16 @@ impl BusConfig {
             .iter()
             .any(|d| d.is_zero() || *d > max_ttl)
         {
-            return fail("retry_delays", "each delay must be between 1 ms and 24 days");
+            return fail(
+                "retry_delays",
+                "each delay must be between 1 ms and 24 days",
+            );
+        }
+        if self.delivery_limit == Some(0) {
+            return fail(
+                "delivery_limit",
+                "must be at least 1 (or None for no limit)",
+            );
         }
         if self.queue_capacity == 0 {
             return fail("queue_capacity", "must be at least 1");
@@ -242,7 +255,9 @@ impl Backoff {
             .initial_delay
             .saturating_mul(factor)
             .min(self.config.max_delay);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ceiling_ms = u64::try_from(ceiling.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let ms = rand::rng().random_range(ceiling_ms.div_ceil(2)..=ceiling_ms);
         Duration::from_millis(ms)
     }
@@ -264,7 +279,10 @@ mod tests {
         );
         assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
         assert_eq!(redact_url("amqp://user@host/vh"), "amqp://user@host/vh");
-        assert_eq!(redact_url("amqp://u:p@ss@host/x@y"), "amqp://u:***@host/x@y");
+        assert_eq!(
+            redact_url("amqp://u:p@ss@host/x@y"),
+            "amqp://u:***@host/x@y"
+        );
         let cfg = BusConfig {
             url: "amqp://guest:hunter2@h/%2f".into(),
             ..BusConfig::default()

@@ -42,7 +42,9 @@ pub enum BusError {
         message_id: String,
     },
     /// The channel a delivery came from is gone: the broker will redeliver the message.
-    #[error("delivery {message_id:?} could not be settled: its channel closed, the broker redelivers it")]
+    #[error(
+        "delivery {message_id:?} could not be settled: its channel closed, the broker redelivers it"
+    )]
     ChannelClosed {
         /// The message's id.
         message_id: String,

@@ -44,8 +44,8 @@ pub use delivery::{DeadLetter, Delivery};
 pub use error::BusError;
 pub use memory::InProcessBus;
 pub use message::{
-    HEADER_ATTEMPT, HEADER_LAST_ERROR, HEADER_QUEUE, HEADER_REASON, HEADER_SCHEMA_VERSION,
-    HEADER_TRACEPARENT, HEADER_TRACESTATE, Message, QueueName, Topic,
+    DELIVERY_LIMIT_REASON, HEADER_ATTEMPT, HEADER_LAST_ERROR, HEADER_QUEUE, HEADER_REASON,
+    HEADER_SCHEMA_VERSION, HEADER_TRACEPARENT, HEADER_TRACESTATE, Message, QueueName, Topic,
 };
 pub use rabbit::RabbitBus;
 

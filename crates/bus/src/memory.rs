@@ -12,8 +12,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use crate::config::Names;
 use crate::delivery::Settle;
 use crate::{
-    BusConfig, BusError, BusInspector, Consumer, DeadLetter, Delivery, HEADER_REASON, Message,
-    Publisher, QueueName, Subscriber, Topic,
+    BusConfig, BusError, BusInspector, Consumer, DELIVERY_LIMIT_REASON, DeadLetter, Delivery,
+    HEADER_REASON, Message, Publisher, QueueName, Subscriber, Topic,
 };
 
 /// In-process implementation of [`Publisher`], [`Subscriber`] and [`BusInspector`]. Cheap to
@@ -56,6 +56,8 @@ struct Entry {
     message: Message,
     attempt: u32,
     redelivered: bool,
+    /// Times it came back unsettled (the broker's `x-delivery-count`).
+    returns: u32,
     slot: OwnedSemaphorePermit,
 }
 
@@ -174,6 +176,11 @@ impl InProcessBus {
             .clone()
     }
 
+    fn existing(&self, name: &QueueName) -> Result<Option<Arc<MemQueue>>, BusError> {
+        name.validate()?;
+        Ok(lock(&self.inner.state).queues.get(name).cloned())
+    }
+
     fn bind_now(&self, queue: QueueName, topic: Topic) {
         self.queue(&queue);
         lock(&self.inner.state)
@@ -224,6 +231,7 @@ impl InProcessBus {
                 message: msg.clone(),
                 attempt: 1,
                 redelivered: false,
+                returns: 0,
                 slot,
             };
             queue.push(entry, false);
@@ -280,7 +288,9 @@ impl BusInspector for InProcessBus {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<DeadLetter>, BusError>> {
         Box::pin(async move {
-            let queue = self.queue(&queue);
+            let Some(queue) = self.existing(&queue)? else {
+                return Ok(Vec::new());
+            };
             let dead = lock(&queue.dead);
             Ok(dead.iter().take(limit).cloned().collect())
         })
@@ -288,8 +298,7 @@ impl BusInspector for InProcessBus {
 
     fn queue_depth<'a>(&'a self, queue: QueueName) -> BoxFuture<'a, Result<u64, BusError>> {
         Box::pin(async move {
-            let queue = self.queue(&queue);
-            let depth = lock(&queue.ready).len();
+            let depth = self.existing(&queue)?.map_or(0, |q| lock(&q.ready).len());
             Ok(u64::try_from(depth).unwrap_or(u64::MAX))
         })
     }
@@ -318,6 +327,7 @@ impl MemConsumer {
             queue: self.queue.clone(),
             cfg: self.bus.inner.cfg.clone(),
             attempt: entry.attempt,
+            returns: entry.returns,
             slot: entry.slot,
             _credit: credit,
         };
@@ -343,16 +353,31 @@ struct MemSettle {
     queue: Arc<MemQueue>,
     cfg: Arc<BusConfig>,
     attempt: u32,
+    returns: u32,
     slot: OwnedSemaphorePermit,
     _credit: OwnedSemaphorePermit,
 }
 
 impl Settle for MemSettle {
     fn abandon(self: Box<Self>, message: Message) {
+        let returns = self.returns.saturating_add(1);
+        if self.cfg.delivery_limit.is_some_and(|limit| returns > limit) {
+            // Like the broker's x-delivery-limit: a message that keeps coming back unsettled
+            // (it crashes its consumer) is poison.
+            let reason = DELIVERY_LIMIT_REASON.to_owned();
+            let message = message.with_header(HEADER_REASON, reason.clone());
+            self.queue.push_dead(DeadLetter {
+                message,
+                reason,
+                attempts: self.attempt,
+            });
+            return;
+        }
         let entry = Entry {
             message,
             attempt: self.attempt,
             redelivered: true,
+            returns,
             slot: self.slot,
         };
         self.queue.push(entry, true);
@@ -377,6 +402,7 @@ impl Settle for MemSettle {
                 message,
                 attempt: failed_attempt.saturating_add(1),
                 redelivered: false,
+                returns: 0,
                 slot,
             };
             // The message keeps its capacity slot while it waits, like a retry queue.

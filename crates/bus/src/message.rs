@@ -15,6 +15,8 @@ pub const HEADER_REASON: &str = "x-culprit-reason";
 pub const HEADER_LAST_ERROR: &str = "x-culprit-last-error";
 /// Work queue a dead letter came from.
 pub const HEADER_QUEUE: &str = "x-culprit-queue";
+/// Reason of a message dead-lettered for coming back unsettled `delivery_limit` times.
+pub const DELIVERY_LIMIT_REASON: &str = "delivery_limit";
 /// Attempt number of a retried message; internal, surfaced as [`crate::Delivery::attempt`].
 pub const HEADER_ATTEMPT: &str = "x-culprit-attempt";
 
@@ -172,7 +174,10 @@ impl Message {
             })
         };
         if self.message_id.is_empty() {
-            return invalid("message_id".into(), "must not be empty (it is the detection key)");
+            return invalid(
+                "message_id".into(),
+                "must not be empty (it is the detection key)",
+            );
         }
         if self.message_id.len() > 255 {
             return invalid("message_id".into(), "must be at most 255 bytes");

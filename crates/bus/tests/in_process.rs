@@ -1,5 +1,7 @@
 //! The in-process bus: same semantics as the broker, on paused tokio time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +22,15 @@ fn config() -> BusConfig {
 }
 
 fn detection(n: usize) -> Message {
-    Message::new(format!("vectra:t1:{n}:1"), format!("payload {n}").into_bytes())
-        .with_header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-        .with_header("x-culprit-schema-version", "1")
+    Message::new(
+        format!("vectra:t1:{n}:1"),
+        format!("payload {n}").into_bytes(),
+    )
+    .with_header(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    .with_header("x-culprit-schema-version", "1")
 }
 
 async fn consumer(bus: &InProcessBus, queue: QueueName, prefetch: u16) -> Box<dyn Consumer> {
@@ -93,7 +101,10 @@ async fn retries_wait_growing_delays_then_dead_letter() {
     assert_idle(&mut hunt, Duration::from_millis(1999)).await;
     let second = hunt.next().await.unwrap();
     assert_eq!(second.attempt, 2);
-    assert_eq!(second.message.header(HEADER_LAST_ERROR), Some("MDE answered 503"));
+    assert_eq!(
+        second.message.header(HEADER_LAST_ERROR),
+        Some("MDE answered 503")
+    );
 
     let before = tokio::time::Instant::now();
     second.retry("MDE answered 503 again").await.unwrap();
@@ -110,9 +121,16 @@ async fn retries_wait_growing_delays_then_dead_letter() {
     let dead = bus.dead_letters(QueueName::Hunt, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].attempts, 3);
-    assert!(dead[0].reason.contains("still failing"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("still failing"),
+        "{}",
+        dead[0].reason
+    );
     assert!(dead[0].reason.contains("3 attempts"), "{}", dead[0].reason);
-    assert_eq!(dead[0].message.header(HEADER_REASON), Some(dead[0].reason.as_str()));
+    assert_eq!(
+        dead[0].message.header(HEADER_REASON),
+        Some(dead[0].reason.as_str())
+    );
     assert_eq!(dead[0].message.header(HEADER_QUEUE), Some("hunt"));
     assert_eq!(dead[0].message.payload, detection(1).payload);
 }
@@ -127,18 +145,29 @@ async fn dead_letter_keeps_reason_and_frees_room() {
     let mut hunt = consumer(&bus, QueueName::Hunt, 8).await;
     bus.publish(Topic::Detections, detection(1)).await.unwrap();
     let poison = hunt.next().await.unwrap();
-    poison.dead_letter("malformed protobuf: truncated at byte 3").await.unwrap();
-    // The dead letter no longer counts against the queue's capacity.
-    timeout(Duration::from_secs(1), bus.publish(Topic::Detections, detection(2)))
+    poison
+        .dead_letter("malformed protobuf: truncated at byte 3")
         .await
-        .expect("publish blocked after dead-lettering")
         .unwrap();
+    // The dead letter no longer counts against the queue's capacity.
+    timeout(
+        Duration::from_secs(1),
+        bus.publish(Topic::Detections, detection(2)),
+    )
+    .await
+    .expect("publish blocked after dead-lettering")
+    .unwrap();
     use culprit_bus::BusInspector;
     let dead = bus.dead_letters(QueueName::Hunt, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "malformed protobuf: truncated at byte 3");
     assert_eq!(dead[0].attempts, 1);
-    assert!(bus.dead_letters(QueueName::Correlate, 10).await.unwrap().is_empty());
+    assert!(
+        bus.dead_letters(QueueName::Correlate, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -158,7 +187,10 @@ async fn full_queue_makes_publish_wait() {
         tokio::spawn(async move { bus.publish(Topic::Detections, detection(3)).await })
     };
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert!(!blocked.is_finished(), "publish into a full queue did not wait");
+    assert!(
+        !blocked.is_finished(),
+        "publish into a full queue did not wait"
+    );
 
     let mut hunt = consumer(&bus, QueueName::Hunt, 8).await;
     // Delivered but unacked still holds room ...
@@ -203,7 +235,12 @@ async fn unbound_topic_is_unroutable() {
 
 #[tokio::test(start_paused = true)]
 async fn custom_queue_gets_a_copy_and_competing_consumers_share() {
-    let bus = InProcessBus::new(config()).unwrap();
+    // Room for all 40 in the watch queue, which is drained only at the end.
+    let cfg = BusConfig {
+        queue_capacity: 40,
+        ..config()
+    };
+    let bus = InProcessBus::new(cfg).unwrap();
     let watch = QueueName::Custom("watch".into());
     use culprit_bus::Subscriber;
     bus.bind(watch.clone(), Topic::Detections).await.unwrap();
@@ -227,7 +264,10 @@ async fn custom_queue_gets_a_copy_and_competing_consumers_share() {
             d = b.next() => (1, d.unwrap()),
         };
         per_consumer[which] += 1;
-        assert!(seen.insert(delivery.message.message_id.clone()), "duplicate");
+        assert!(
+            seen.insert(delivery.message.message_id.clone()),
+            "duplicate"
+        );
         delivery.ack().await.unwrap();
     }
     publisher.await.unwrap();
@@ -301,8 +341,33 @@ async fn usable_as_shared_trait_objects() {
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(config()).unwrap());
     let publisher: Arc<dyn Publisher> = bus.clone();
     let mut hunt = bus.subscribe(QueueName::Hunt, 1).await.unwrap();
-    publisher.publish(Topic::Detections, detection(9)).await.unwrap();
+    publisher
+        .publish(Topic::Detections, detection(9))
+        .await
+        .unwrap();
     let d = hunt.next().await.unwrap();
     assert_eq!(d.message.message_id, "vectra:t1:9:1");
     d.ack().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn message_returned_unsettled_too_often_is_dead_lettered() {
+    let cfg = BusConfig {
+        delivery_limit: Some(3),
+        ..config()
+    };
+    let bus = InProcessBus::new(cfg).unwrap();
+    let mut hunt = consumer(&bus, QueueName::Hunt, 1).await;
+    bus.publish(Topic::Detections, detection(1)).await.unwrap();
+    // Came back more than 3 times unsettled, as RabbitMQ counts it: 4 deliveries.
+    for n in 1..=4 {
+        let delivery = hunt.next().await.unwrap();
+        assert_eq!(delivery.redelivered, n > 1);
+        drop(delivery);
+    }
+    assert_idle(&mut hunt, Duration::from_secs(60)).await;
+    use culprit_bus::BusInspector;
+    let dead = bus.dead_letters(QueueName::Hunt, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, culprit_bus::DELIVERY_LIMIT_REASON);
 }

@@ -41,6 +41,28 @@ fn proc_info(pid: u32, start: Timestamp) -> ProcessInfo {
     }
 }
 
+fn connection(
+    dev: &str,
+    t: Timestamp,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    p: &ProcessInfo,
+) -> NetworkEvent {
+    NetworkEvent {
+        timestamp: t,
+        device_id: dev.to_owned(),
+        device_name: "mkt01".into(),
+        action_type: "ConnectionSuccess".into(),
+        local_ip: Some(local.0),
+        local_port: Some(local.1),
+        remote_ip: Some(remote.0),
+        remote_port: Some(remote.1),
+        remote_url: String::new(),
+        protocol: "Tcp".into(),
+        initiating: p.clone(),
+    }
+}
+
 fn generate() -> (Detection, Telemetry) {
     let base = Timestamp::parse("2023-08-16T04:00:00Z").unwrap();
     let host = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 41));
@@ -66,19 +88,11 @@ fn generate() -> (Detection, Telemetry) {
             rng.below(4) as u8,
             rng.below(250) as u8,
         ));
-        tel.network.push(NetworkEvent {
-            timestamp: at(&mut rng),
-            device_id: dev.clone(),
-            device_name: "mkt01".into(),
-            action_type: "ConnectionSuccess".into(),
-            local_ip: Some(host),
-            local_port: Some(49152 + rng.below(16000) as u16),
-            remote_ip: Some(remote),
-            remote_port: Some(if rng.below(2) == 0 { 443 } else { 8080 }),
-            remote_url: String::new(),
-            protocol: "Tcp".into(),
-            initiating: p.clone(),
-        });
+        let when = at(&mut rng);
+        let local = (host, 49152 + rng.below(16000) as u16);
+        let port = if rng.below(2) == 0 { 443 } else { 8080 };
+        tel.network
+            .push(connection(&dev, when, local, (remote, port), p));
     }
     for i in 0..ROWS / 10 {
         let parent = &procs[rng.below(procs.len() as u64) as usize];
@@ -114,19 +128,13 @@ fn generate() -> (Detection, Telemetry) {
     let mut sessions = Vec::new();
     for k in 0..20 {
         let t = start + Duration::from_seconds(k * 10);
-        tel.network.push(NetworkEvent {
-            timestamp: t,
-            device_id: dev.clone(),
-            device_name: "mkt01".into(),
-            action_type: "ConnectionSuccess".into(),
-            local_ip: Some(host),
-            local_port: Some(51000 + k as u16),
-            remote_ip: Some(c2),
-            remote_port: Some(8080),
-            remote_url: String::new(),
-            protocol: "Tcp".into(),
-            initiating: implant.clone(),
-        });
+        tel.network.push(connection(
+            &dev,
+            t,
+            (host, 51000 + k as u16),
+            (c2, 8080),
+            &implant,
+        ));
         sessions.push(Session {
             first: t + Duration::from_seconds(3),
             last: t + Duration::from_seconds(5),

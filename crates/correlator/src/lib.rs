@@ -1,8 +1,9 @@
 //! The attribution engine: given one normalised network detection and the endpoint's MDE
 //! telemetry, name the process that did it, explain why, and abstain honestly.
 //!
-//! The engine is pure: no I/O, no clock (the caller passes `now`), no network. The service
-//! wrapper that feeds it from the bus lives elsewhere.
+//! The engine is pure: no I/O, no clock (the caller passes `now`), no network; none of its
+//! modules uses the bus, the stores or tokio. Only [`service`], the wrapper that feeds it
+//! from the bus, does I/O.
 
 mod community_id;
 mod device;
@@ -11,6 +12,7 @@ mod lineage;
 mod matching;
 mod query;
 mod score;
+pub mod service;
 mod view;
 
 use culprit_model::correlation::{DetectionSummary, DeviceRef, ParentRef};

@@ -490,8 +490,9 @@ pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
                 r.push(format!("only process to reach {}", dests.join(", ")));
             } else {
                 r.push(format!(
-                    "reached {} of {} in the window",
+                    "reached {} ({} of {}) in the window, as other processes did",
                     dests.join(", "),
+                    dests.len(),
                     plural(ctx.det.flows.len(), "destination")
                 ));
             }
@@ -524,10 +525,12 @@ pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
                 t.to_millis_string()
             ));
         }
-        r.push(format!(
-            "{} from the host's address in the window (the vendor's count)",
-            plural(c.unique_dests.len(), "unique destination")
-        ));
+        if !c.unique_dests.is_empty() {
+            r.push(format!(
+                "{} from the host's address in the window (the vendor's count)",
+                plural(c.unique_dests.len(), "unique destination")
+            ));
+        }
         c.reasons = r;
     }
 }

@@ -33,6 +33,23 @@ impl NetRow<'_> {
     }
 }
 
+/// A connection row from any table row with MDE's connection columns.
+macro_rules! net_row {
+    ($r:expr, $protocol:expr, $key:expr) => {
+        NetRow {
+            t: $r.timestamp,
+            local_ip: $r.local_ip,
+            local_port: $r.local_port,
+            remote_ip: $r.remote_ip,
+            remote_port: $r.remote_port,
+            protocol: $protocol,
+            url: &$r.remote_url,
+            action: &$r.action_type,
+            key: $key,
+        }
+    };
+}
+
 /// The richest description seen of one process.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ProcView<'a> {
@@ -85,17 +102,7 @@ impl<'a> DeviceView<'a> {
         for r in tel.network.iter().filter(|r| r.device_id == id) {
             v.seen(r.timestamp, &r.device_name);
             if let Some(key) = v.register(&r.initiating, false) {
-                v.net.push(NetRow {
-                    t: r.timestamp,
-                    local_ip: r.local_ip,
-                    local_port: r.local_port,
-                    remote_ip: r.remote_ip,
-                    remote_port: r.remote_port,
-                    protocol: &r.protocol,
-                    url: &r.remote_url,
-                    action: &r.action_type,
-                    key,
-                });
+                v.net.push(net_row!(r, &r.protocol, key));
             }
         }
         for r in tel.processes.iter().filter(|r| r.device_id == id) {
@@ -110,17 +117,7 @@ impl<'a> DeviceView<'a> {
             v.seen(r.timestamp, &r.device_name);
             let key = v.register(&r.initiating, false);
             if let (Some(key), true) = (key, r.action_type.ends_with("ConnectionInspected")) {
-                v.net.push(NetRow {
-                    t: r.timestamp,
-                    local_ip: r.local_ip,
-                    local_port: r.local_port,
-                    remote_ip: r.remote_ip,
-                    remote_port: r.remote_port,
-                    protocol: "",
-                    url: &r.remote_url,
-                    action: &r.action_type,
-                    key,
-                });
+                v.net.push(net_row!(r, "", key));
             }
             v.events.push(r);
         }

@@ -1,17 +1,12 @@
 //! `culprit`: every service role, the digital twin and the command-line verbs in one binary.
 
-mod cli;
-mod pipeline;
-mod render;
-mod scenario;
-
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = culprit::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -19,7 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args, std::io::stdout().is_terminal())) {
+    match runtime.block_on(culprit::cli::run(args, std::io::stdout().is_terminal())) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

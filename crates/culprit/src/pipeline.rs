@@ -11,7 +11,7 @@ use culprit_hunter::{HuntingBackend, MdeBackend, Outcome, Reach};
 use culprit_mde::{ClientConfig, Cloud, Endpoints, MdeClient};
 use culprit_mde_twin::{Twin, TwinConfig, TwinHandle};
 use culprit_model::correlation::Links;
-use culprit_model::{Correlation, Detection, Status, Timestamp};
+use culprit_model::{Correlation, Detection, Timestamp};
 use secrecy::SecretString;
 use url::Url;
 
@@ -87,21 +87,13 @@ pub fn attribute(
         .map(|o| {
             let mut c = match &o.result {
                 Ok(h) => culprit_correlator::attribute(&o.detection, &h.telemetry(), opts, now),
-                Err(e) => {
-                    let mut c = culprit_correlator::attribute(
-                        &o.detection,
-                        &Default::default(),
-                        opts,
-                        now,
-                    );
-                    c.status = Status::HuntFailed;
-                    c.error_kind = Some(e.kind.clone());
-                    c.explanation = format!("The hunting query failed: {e}");
-                    c.probable = None;
-                    c.root_cause = None;
-                    c.candidates.clear();
-                    c
-                }
+                Err(e) => culprit_correlator::service::hunt_failed(
+                    &o.detection,
+                    opts,
+                    now,
+                    &e.kind,
+                    &e.to_string(),
+                ),
             };
             c.links = links(&tenant.portal, &c);
             c
@@ -109,7 +101,8 @@ pub fn attribute(
         .collect()
 }
 
-fn links(portal: &Url, c: &Correlation) -> Option<Links> {
+/// Portal links for an answer on the tenant's portal host.
+pub fn links(portal: &Url, c: &Correlation) -> Option<Links> {
     let device = c.device.as_ref()?;
     let from = c.detection.window_start? - culprit_model::Duration::from_minutes(15);
     let to = c.detection.window_end? + culprit_model::Duration::from_minutes(15);

@@ -195,7 +195,7 @@ fn others(out: &mut String, c: &Correlation, style: Style) {
     let rest: Vec<&ProcessAnswer> = c
         .candidates
         .iter()
-        .filter(|x| c.probable.as_ref().is_none_or(|p| p != *x))
+        .filter(|x| c.probable.as_ref().is_none_or(|p| !same_process(p, x)))
         .take(5)
         .collect();
     if rest.is_empty() {
@@ -215,6 +215,12 @@ fn others(out: &mut String, c: &Correlation, style: Style) {
             style.dim(why)
         );
     }
+}
+
+fn same_process(a: &ProcessAnswer, b: &ProcessAnswer) -> bool {
+    a.device_id == b.device_id
+        && a.process_id == b.process_id
+        && a.process_creation_time == b.process_creation_time
 }
 
 fn pivots(out: &mut String, c: &Correlation, style: Style) {

@@ -8,6 +8,7 @@ use culprit_model::detection::parse_ip;
 use serde_json::Value;
 
 use crate::IngestError;
+pub(crate) use crate::leaf::{Leaf, List, Obj, Scalar};
 use crate::time::{parse_epoch_seconds, parse_time};
 
 /// A JSON path built on the stack while walking a document; rendered only on error, so the
@@ -78,65 +79,51 @@ pub(crate) fn field<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A string, or a number written as its decimal text (ids switch between the two).
-pub(crate) fn text(v: &Value, path: &Path<'_>) -> Result<String, IngestError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        other => Err(invalid(
-            path,
-            format!("expected a string or number, got {}", kind(other)),
-        )),
+pub(crate) fn text<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<String, IngestError> {
+    if let Some(s) = v.str() {
+        return Ok(s.to_owned());
     }
+    v.number_text().ok_or_else(|| {
+        invalid(
+            path,
+            format!("expected a string or number, got {}", v.kind()),
+        )
+    })
 }
 
 /// A non-negative integer given as a JSON number (integral) or as a decimal string.
-pub(crate) fn uint(v: &Value, path: &Path<'_>) -> Result<u64, IngestError> {
-    let bad = |why: &str| invalid(path, why.to_owned());
-    match v {
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                Ok(u)
-            } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0) {
-                // An integral float such as 443.0; the range check keeps the cast exact.
-                if f <= 9.0e15 {
-                    Ok(f as u64)
-                } else {
-                    Err(bad("number out of range"))
-                }
-            } else {
-                Err(invalid(
-                    path,
-                    format!("expected a non-negative integer, got {n}"),
-                ))
-            }
-        }
-        Value::String(s) => s.trim().parse::<u64>().map_err(|_| {
+pub(crate) fn uint<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<u64, IngestError> {
+    if let Some(u) = v.u64() {
+        return Ok(u);
+    }
+    if let Some(s) = v.str() {
+        return s.trim().parse::<u64>().map_err(|_| {
             invalid(
                 path,
                 format!("expected a non-negative integer, got {:?}", clip(s)),
             )
-        }),
-        other => Err(invalid(
+        });
+    }
+    match v.f64() {
+        // An integral float such as 443.0; the range check keeps the cast exact.
+        Some(f) if f.fract() == 0.0 && (0.0..=9.0e15).contains(&f) => Ok(f as u64),
+        Some(_) => Err(invalid(
             path,
-            format!("expected a number or numeric string, got {}", kind(other)),
+            format!(
+                "expected a non-negative integer, got {}",
+                v.number_text().unwrap_or_default()
+            ),
+        )),
+        None => Err(invalid(
+            path,
+            format!("expected a number or numeric string, got {}", v.kind()),
         )),
     }
 }
 
-pub(crate) fn uint_as<T: TryFrom<u64>>(
-    v: &Value,
+pub(crate) fn uint_as<T: TryFrom<u64>, L: Leaf + ?Sized>(
+    v: &L,
     path: &Path<'_>,
     max: &str,
 ) -> Result<T, IngestError> {
@@ -144,37 +131,37 @@ pub(crate) fn uint_as<T: TryFrom<u64>>(
     T::try_from(u).map_err(|_| invalid(path, format!("{u} is out of range (max {max})")))
 }
 
-pub(crate) fn port(v: &Value, path: &Path<'_>) -> Result<u16, IngestError> {
-    uint_as::<u16>(v, path, "65535")
+pub(crate) fn port<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<u16, IngestError> {
+    uint_as::<u16, L>(v, path, "65535")
 }
 
-pub(crate) fn score(v: &Value, path: &Path<'_>) -> Result<u32, IngestError> {
-    uint_as::<u32>(v, path, "4294967295")
+pub(crate) fn score<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<u32, IngestError> {
+    uint_as::<u32, L>(v, path, "4294967295")
 }
 
-pub(crate) fn ip(v: &Value, path: &Path<'_>) -> Result<IpAddr, IngestError> {
-    match v {
-        Value::String(s) => {
+pub(crate) fn ip<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<IpAddr, IngestError> {
+    match v.str() {
+        Some(s) => {
             parse_ip(s).ok_or_else(|| invalid(path, format!("not an IP address: {:?}", clip(s))))
         }
-        other => Err(invalid(
+        None => Err(invalid(
             path,
-            format!("expected an IP address string, got {}", kind(other)),
+            format!("expected an IP address string, got {}", v.kind()),
         )),
     }
 }
 
 /// ISO-8601 with any offset, or epoch seconds (number or numeric string).
-pub(crate) fn time(v: &Value, path: &Path<'_>) -> Result<Timestamp, IngestError> {
-    let r = match v {
-        Value::String(s) => parse_time(s),
-        // serde_json prints floats in their shortest round-trip form, so the decimal text
-        // is what the sender wrote; parse it exactly.
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => parse_epoch_seconds(i as f64),
-            None => parse_time(&n.to_string()),
-        },
-        other => Err(format!("expected a timestamp, got {}", kind(other))),
+pub(crate) fn time<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<Timestamp, IngestError> {
+    let r = if let Some(s) = v.str() {
+        parse_time(s)
+    } else if let Some(i) = v.i64() {
+        parse_epoch_seconds(i as f64)
+    } else if let Some(t) = v.number_text() {
+        // The shortest round-trip text is what the sender wrote; parse it exactly.
+        parse_time(&t)
+    } else {
+        Err(format!("expected a timestamp, got {}", v.kind()))
     };
     r.map_err(|reason| invalid(path, reason))
 }
@@ -217,7 +204,10 @@ pub(crate) fn required<T>(
     Err(IngestError::Missing { path: p })
 }
 
-pub(crate) fn non_empty_text(v: &Value, path: &Path<'_>) -> Result<String, IngestError> {
+pub(crate) fn non_empty_text<L: Leaf + ?Sized>(
+    v: &L,
+    path: &Path<'_>,
+) -> Result<String, IngestError> {
     let t = text(v, path)?;
     if t.trim().is_empty() {
         return Err(invalid(path, "empty"));
@@ -251,6 +241,18 @@ impl Warnings {
         conv: impl FnOnce(&Value, &Path<'_>) -> Result<T, IngestError>,
     ) -> Option<T> {
         let v = field(obj, key)?;
+        self.keep(conv(v, &path.key(key)))
+    }
+
+    /// As [`Warnings::opt`] for a typed field already read (`None` = absent or null).
+    pub(crate) fn get<T, L: Leaf>(
+        &mut self,
+        v: Option<&L>,
+        path: &Path<'_>,
+        key: &str,
+        conv: impl FnOnce(&L, &Path<'_>) -> Result<T, IngestError>,
+    ) -> Option<T> {
+        let v = v?;
         self.keep(conv(v, &path.key(key)))
     }
 

@@ -8,6 +8,7 @@ pub mod community_id;
 mod error;
 mod flows;
 mod json;
+mod leaf;
 pub mod suricata;
 pub mod time;
 pub mod vectra;

@@ -14,12 +14,105 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     if !t.is_ascii() {
         return Err(format!("not a timestamp: {:?}", crate::json::clip(t)));
     }
+    if let Some(fast) = fast_rfc3339(t.as_bytes()) {
+        return Ok(fast);
+    }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return decimal_ticks(t)
             .map(Timestamp)
             .ok_or_else(|| format!("not epoch seconds: {t:?}"));
     }
     Timestamp::parse(t).map_err(|e| e.to_string())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM|±HHMM)` without allocating: the shape every
+/// sensor writes, parsed some twenty times faster than the general path. `None` sends the
+/// text to the general parser (which also reports the error).
+fn fast_rfc3339(s: &[u8]) -> Option<Timestamp> {
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = s.get(from..from + len)?;
+        digits.iter().try_fold(0i64, |acc, &b| {
+            b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
+        })
+    };
+    let sep = |i: usize, c: u8| s.get(i) == Some(&c);
+    if !(sep(4, b'-')
+        && sep(7, b'-')
+        && matches!(s.get(10), Some(b'T' | b't'))
+        && sep(13, b':')
+        && sep(16, b':'))
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac: i64 = 0;
+    if sep(i, b'.') {
+        i += 1;
+        let start = i;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 7 {
+                frac = frac * 10 + i64::from(s[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..7 {
+            frac *= 10;
+        }
+    }
+    let offset = match s.get(i)? {
+        b'Z' | b'z' if s.len() == i + 1 => 0,
+        sign @ (b'+' | b'-') => {
+            let (h, m) = match s.len() - i {
+                6 if sep(i + 3, b':') => (num(i + 1, 2)?, num(i + 4, 2)?),
+                5 => (num(i + 1, 2)?, num(i + 3, 2)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let off = h * 3600 + m * 60;
+            if *sign == b'-' { -off } else { off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(Timestamp(secs * TICKS_PER_SECOND + frac))
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Non-negative decimal seconds (`1692161643.549491`) as exact 100 ns ticks: going through
@@ -95,6 +188,32 @@ mod tests {
     fn negative_offset_moves_forward_to_utc() {
         let t = parse_time("2023-08-16T00:54:03-0400").unwrap();
         assert_eq!(t, parse_time("2023-08-16T04:54:03Z").unwrap());
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        for s in [
+            "2023-08-16T04:54:03Z",
+            "2023-08-16T04:54:03.547423+0000",
+            "2020-02-29T23:59:59.9999999-0930",
+            "1999-12-31T00:00:00.1+14:00",
+            "2024-01-02T03:04:05.123456789Z",
+            "1969-07-20T20:17:40Z",
+            "2100-03-01t00:00:00z",
+        ] {
+            let fast = fast_rfc3339(s.as_bytes());
+            assert!(fast.is_some(), "{s}");
+            assert_eq!(fast, Timestamp::parse(s).ok(), "{s}");
+        }
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "2023-08-16T24:00:00Z",
+            "2023-08-16T04:54:03",
+            "2023-08-16T04:54:03.Z",
+            "2023-08-16T04:54:03+2",
+        ] {
+            assert_eq!(fast_rfc3339(s.as_bytes()), None, "{s}");
+        }
     }
 
     #[test]

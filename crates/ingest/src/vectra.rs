@@ -20,73 +20,283 @@ use std::net::IpAddr;
 use culprit_model::detection::{Direction, HostRef, Protocol, SourceKind, Subject};
 use culprit_model::timestamp::TICKS_PER_SECOND;
 use culprit_model::{Detection, Duration, Session, Timestamp, Window};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::flows::FlowSet;
-use crate::json::{self, Path, Warnings, field, invalid, non_empty_text, required, text};
+use crate::json::{self, Leaf, List, Obj, Path, Scalar, Warnings, invalid, non_empty_text, text};
 use crate::time::revision_string;
 use crate::{IngestError, Parsed};
+
+// Typed views of the input, read in one pass. Every leaf is a `Scalar` and every nested
+// structure an `Obj`/`List`, none of which fails on a wrong shape: a wrong-shaped optional field
+// becomes a warning at its own path, and unknown fields are skipped without being built.
+type Opt<'a> = Option<Scalar<'a>>;
+type OptObj<T> = Option<Obj<T>>;
+type OptList<'a, T> = Option<List<'a, T>>;
+
+/// The top-level keys that tell a page from a detection: `results` absent (`None`), null
+/// (`Some(None)`) or present.
+#[derive(Deserialize)]
+struct PageProbe<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    results: Option<Option<Vec<&'a RawValue>>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct RawDetection<'a> {
+    #[serde(borrow)]
+    id: Opt<'a>,
+    #[serde(borrow)]
+    last_timestamp: Opt<'a>,
+    #[serde(borrow)]
+    first_timestamp: Opt<'a>,
+    #[serde(borrow)]
+    detection_type: Opt<'a>,
+    #[serde(borrow)]
+    detection: Opt<'a>,
+    #[serde(borrow)]
+    category: Opt<'a>,
+    #[serde(borrow)]
+    detection_category: Opt<'a>,
+    #[serde(borrow, rename = "type")]
+    kind: Opt<'a>,
+    #[serde(borrow)]
+    src_ip: Opt<'a>,
+    #[serde(borrow)]
+    threat: Opt<'a>,
+    #[serde(borrow)]
+    t_score: Opt<'a>,
+    #[serde(borrow)]
+    certainty: Opt<'a>,
+    #[serde(borrow)]
+    c_score: Opt<'a>,
+    #[serde(borrow)]
+    severity: Opt<'a>,
+    #[serde(borrow)]
+    description: Opt<'a>,
+    #[serde(borrow)]
+    src_host: OptObj<RawTarget<'a>>,
+    #[serde(borrow)]
+    src_account: Opt<'a>,
+    #[serde(borrow)]
+    summary: OptObj<RawSummary<'a>>,
+    #[serde(borrow)]
+    grouped_details: OptList<'a, Obj<RawGroup<'a>>>,
+}
+
+/// `src_host`, `external_target`, `dst_hosts[]`, `target_host`.
+#[derive(Deserialize)]
+struct RawTarget<'a> {
+    #[serde(borrow)]
+    id: Opt<'a>,
+    #[serde(borrow)]
+    ip: Opt<'a>,
+    #[serde(borrow)]
+    name: Opt<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawSummary<'a> {
+    #[serde(borrow)]
+    description: Opt<'a>,
+}
+
+/// A `grouped_details[]` item, an `events[]` item or a `target_summary`.
+#[derive(Deserialize)]
+struct RawGroup<'a> {
+    #[serde(borrow)]
+    first_timestamp: Opt<'a>,
+    #[serde(borrow)]
+    last_timestamp: Opt<'a>,
+    #[serde(borrow)]
+    duration: Opt<'a>,
+    #[serde(borrow)]
+    protocol: Opt<'a>,
+    #[serde(borrow)]
+    sessions: OptList<'a, Obj<RawSession<'a>>>,
+    #[serde(borrow)]
+    events: OptList<'a, Obj<RawGroup<'a>>>,
+    #[serde(borrow)]
+    target_summary: OptObj<Box<RawGroup<'a>>>,
+    #[serde(borrow)]
+    external_target: OptObj<RawTarget<'a>>,
+    #[serde(borrow)]
+    dst_hosts: OptList<'a, Obj<RawTarget<'a>>>,
+    #[serde(borrow)]
+    dst_ips: OptList<'a, Scalar<'a>>,
+    #[serde(borrow)]
+    dst_ports: OptList<'a, Scalar<'a>>,
+    #[serde(borrow)]
+    target_domains: OptList<'a, Scalar<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawSession<'a> {
+    #[serde(borrow)]
+    dst_ip: Opt<'a>,
+    #[serde(borrow)]
+    dst_port: Opt<'a>,
+    #[serde(borrow)]
+    protocol: Opt<'a>,
+    #[serde(borrow)]
+    first_timestamp: Opt<'a>,
+    #[serde(borrow)]
+    last_timestamp: Opt<'a>,
+    #[serde(borrow)]
+    duration: Opt<'a>,
+    #[serde(borrow)]
+    bytes_sent: Opt<'a>,
+    #[serde(borrow)]
+    bytes_received: Opt<'a>,
+    #[serde(borrow)]
+    community_id: Opt<'a>,
+    #[serde(borrow)]
+    target_host: OptObj<RawTarget<'a>>,
+}
 
 /// Parses a Vectra API response body or file: a list page, an array, or one detection.
 /// The outer error is for input that is not one of those shapes; each detection carries its
 /// own result so that one bad detection does not fail the others.
 pub fn parse_json(bytes: &[u8], tenant: &str) -> Result<Vec<Parsed>, IngestError> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| IngestError::Malformed {
+    let root = Path::Root("");
+    let not_json = |e: serde_json::Error| IngestError::Malformed {
         path: "$".to_owned(),
         reason: format!("not JSON: {e}"),
-    })?;
-    parse_value(&doc, tenant)
-}
-
-/// As [`parse_json`], on an already parsed document.
-pub fn parse_value(doc: &Value, tenant: &str) -> Result<Vec<Parsed>, IngestError> {
-    let root = Path::Root("");
-    match doc {
-        Value::Array(items) => Ok(parse_items(items, &root, tenant)),
-        Value::Object(map) => match map.get("results") {
-            Some(Value::Array(items)) => Ok(parse_items(items, &root.key("results"), tenant)),
-            Some(Value::Null) => Ok(Vec::new()),
-            Some(_) => Err(invalid(
+    };
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(not_json)?;
+            Ok(parse_items(&items, &root, tenant))
+        }
+        Some(b'{') => {
+            // One pass over the page: the detections stay raw text until parsed one by one.
+            if let Ok(probe) = serde_json::from_slice::<PageProbe<'_>>(bytes) {
+                return Ok(match probe.results {
+                    Some(Some(items)) => parse_items(&items, &root.key("results"), tenant),
+                    // `{"count": 0, "results": null}`: an empty page.
+                    Some(None) => Vec::new(),
+                    None => {
+                        let whole: &RawValue = serde_json::from_slice(bytes).map_err(not_json)?;
+                        vec![Parsed {
+                            raw_index: 0,
+                            detection: detection_at(whole, tenant, &root),
+                        }]
+                    }
+                });
+            }
+            // Not a page: find out why, slowly.
+            serde_json::from_slice::<&RawValue>(bytes).map_err(not_json)?;
+            Err(invalid(
                 &root.key("results"),
                 "expected an array of detections",
-            )),
-            None => Ok(vec![Parsed {
-                raw_index: 0,
-                detection: parse_detection_at(doc, tenant, &root),
-            }]),
-        },
-        _ => Err(invalid(
-            &root,
-            "expected a detection object, an array of detections, or a page with `results`",
-        )),
+            ))
+        }
+        _ => {
+            // Report the JSON error if it is not JSON at all, else the shape error.
+            serde_json::from_slice::<&RawValue>(bytes).map_err(not_json)?;
+            Err(invalid(
+                &root,
+                "expected a detection object, an array of detections, or a page with `results`",
+            ))
+        }
     }
+}
+
+/// As [`parse_json`], on an already parsed document (re-serialised: the typed path is faster
+/// than walking the tree).
+pub fn parse_value(doc: &Value, tenant: &str) -> Result<Vec<Parsed>, IngestError> {
+    parse_json(doc.to_string().as_bytes(), tenant)
 }
 
 /// One detection object.
 pub fn parse_detection(v: &Value, tenant: &str) -> Result<Detection, IngestError> {
-    parse_detection_at(v, tenant, &Path::Root(""))
+    let text = v.to_string();
+    let raw: &RawValue =
+        serde_json::from_str(&text).map_err(|e| invalid(&Path::Root(""), e.to_string()))?;
+    detection_at(raw, tenant, &Path::Root(""))
 }
 
-fn parse_items(items: &[Value], base: &Path<'_>, tenant: &str) -> Vec<Parsed> {
+fn parse_items(items: &[&RawValue], base: &Path<'_>, tenant: &str) -> Vec<Parsed> {
     items
         .iter()
         .enumerate()
         .map(|(i, v)| Parsed {
             raw_index: i,
-            detection: parse_detection_at(v, tenant, &base.index(i)),
+            detection: detection_at(v, tenant, &base.index(i)),
         })
         .collect()
 }
 
-fn parse_detection_at(v: &Value, tenant: &str, path: &Path<'_>) -> Result<Detection, IngestError> {
-    if !v.is_object() {
+/// A nested object, or a warning naming its path.
+fn object<'x, T>(o: Option<&'x Obj<T>>, path: &Path<'_>, w: &mut Warnings) -> Option<&'x T> {
+    match o? {
+        Obj::Ok(t) => Some(t),
+        Obj::Wrong(kind) => {
+            w.push(format!("{}: expected an object, got {kind}", path.render()));
+            None
+        }
+    }
+}
+
+/// A nested array, or a warning naming its path.
+fn list<'x, T>(l: Option<&'x List<'_, T>>, path: &Path<'_>, w: &mut Warnings) -> &'x [T] {
+    match l {
+        None => &[],
+        Some(List::Ok(v)) => v,
+        Some(List::Text(_)) => {
+            w.push(format!(
+                "{}: expected an array, got a string",
+                path.render()
+            ));
+            &[]
+        }
+        Some(List::Wrong(kind)) => {
+            w.push(format!("{}: expected an array, got {kind}", path.render()));
+            &[]
+        }
+    }
+}
+
+fn required<'s, T>(
+    v: &Opt<'s>,
+    path: &Path<'_>,
+    key: &str,
+    conv: impl FnOnce(&Scalar<'s>, &Path<'_>) -> Result<T, IngestError>,
+) -> Result<T, IngestError> {
+    match v {
+        Some(s) => conv(s, &path.key(key)),
+        None => Err(json::missing(&path.key(key))),
+    }
+}
+
+fn detection_at(raw: &RawValue, tenant: &str, path: &Path<'_>) -> Result<Detection, IngestError> {
+    if !raw.get().starts_with('{') {
         return Err(invalid(path, "expected a detection object"));
     }
+    let d: RawDetection<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| invalid(path, e.to_string()))?;
     let mut w = Warnings::default();
-    let source_id = required(v, &["id"], path, non_empty_text)?;
-    let last = required(v, &["last_timestamp"], path, json::time)?;
-    let detection_type = required(v, &["detection_type", "detection"], path, non_empty_text)?;
-    let category = match field(v, "category").or_else(|| field(v, "detection_category")) {
+    let source_id = required(&d.id, path, "id", non_empty_text)?;
+    let last = required(&d.last_timestamp, path, "last_timestamp", json::time)?;
+    let detection_type = match (&d.detection_type, &d.detection) {
+        (Some(t), _) => non_empty_text(t, &path.key("detection_type"))?,
+        (None, Some(t)) => non_empty_text(t, &path.key("detection"))?,
+        (None, None) => {
+            return Err(IngestError::Missing {
+                path: format!("{} (or detection)", path.key("detection_type").render()),
+            });
+        }
+    };
+    let category = match d.category.as_ref().or(d.detection_category.as_ref()) {
         Some(c) => w
             .keep(text(c, &path.key("category")))
             .map(|c| normalise_category(&c)),
@@ -95,8 +305,8 @@ fn parse_detection_at(v: &Value, tenant: &str, path: &Path<'_>) -> Result<Detect
             None
         }
     };
-    let subject = subject(v);
-    let host = host(v, path, &mut w);
+    let subject = subject(&d);
+    let host = host(&d, path, &mut w);
     if subject == Subject::Host
         && host.ip.is_none()
         && host.name.is_none()
@@ -107,18 +317,34 @@ fn parse_detection_at(v: &Value, tenant: &str, path: &Path<'_>) -> Result<Detect
         });
     }
     let threat = w
-        .opt(v, "threat", path, json::score)
-        .or_else(|| w.opt(v, "t_score", path, json::score));
+        .get(d.threat.as_ref(), path, "threat", json::score)
+        .or_else(|| w.get(d.t_score.as_ref(), path, "t_score", json::score));
     let certainty = w
-        .opt(v, "certainty", path, json::score)
-        .or_else(|| w.opt(v, "c_score", path, json::score));
+        .get(d.certainty.as_ref(), path, "certainty", json::score)
+        .or_else(|| w.get(d.c_score.as_ref(), path, "c_score", json::score));
     let mut window = Window::new(last, last);
-    if let Some(first) = w.opt(v, "first_timestamp", path, json::time) {
+    if let Some(first) = w.get(
+        d.first_timestamp.as_ref(),
+        path,
+        "first_timestamp",
+        json::time,
+    ) {
         window.cover(first);
     }
     let envelope = window;
     let mut flows = FlowSet::default();
-    groups(v, path, envelope, &mut window, &mut flows, &mut w);
+    groups(
+        d.grouped_details.as_ref(),
+        &path.key("grouped_details"),
+        envelope,
+        &mut window,
+        &mut flows,
+        &mut w,
+    );
+    let summary = object(d.summary.as_ref(), &path.key("summary"), &mut w)
+        .and_then(|s| s.description.as_ref())
+        .or(d.description.as_ref())
+        .and_then(|s| s.str().map(str::to_owned));
     Ok(Detection {
         source: SourceKind::Vectra,
         tenant: tenant.to_owned(),
@@ -128,14 +354,16 @@ fn parse_detection_at(v: &Value, tenant: &str, path: &Path<'_>) -> Result<Detect
         detection_type,
         threat,
         certainty,
-        severity: numeric_severity(v),
+        // Vectra's own `severity` when numeric; the textual form ("medium") carries nothing
+        // the threat and certainty scores do not.
+        severity: d.severity.as_ref().and_then(|s| json::score(s, path).ok()),
         subject,
         direction: Direction::Outbound,
         host,
         window,
         flows: flows.into_flows(),
         needs_target_list: false,
-        summary: summary(v),
+        summary,
         warnings: w.0,
     })
 }
@@ -150,86 +378,57 @@ pub fn normalise_category(c: &str) -> String {
         .join("_")
 }
 
-fn subject(v: &Value) -> Subject {
-    match field(v, "type").and_then(Value::as_str) {
+fn subject(d: &RawDetection<'_>) -> Subject {
+    match d.kind.as_ref().and_then(Leaf::str) {
         Some(t) if t.eq_ignore_ascii_case("account") => Subject::Account,
         Some(t) if t.eq_ignore_ascii_case("host") => Subject::Host,
-        _ if field(v, "src_host").is_none() && field(v, "src_account").is_some() => {
-            Subject::Account
-        }
+        _ if d.src_host.is_none() && d.src_account.is_some() => Subject::Account,
         _ => Subject::Host,
     }
 }
 
-fn host(v: &Value, path: &Path<'_>, w: &mut Warnings) -> HostRef {
+fn host(d: &RawDetection<'_>, path: &Path<'_>, w: &mut Warnings) -> HostRef {
     let mut host = HostRef {
-        ip: w.opt(v, "src_ip", path, json::ip),
+        ip: w.get(d.src_ip.as_ref(), path, "src_ip", json::ip),
         ..HostRef::default()
     };
     let hp = path.key("src_host");
-    match field(v, "src_host") {
-        Some(h) if h.is_object() => {
-            if host.ip.is_none() {
-                host.ip = w.opt(h, "ip", &hp, json::ip);
-            }
-            host.name = w.opt(h, "name", &hp, text).filter(|n| !n.trim().is_empty());
-            host.source_host_id = w.opt(h, "id", &hp, text);
+    if let Some(h) = object(d.src_host.as_ref(), &hp, w) {
+        if host.ip.is_none() {
+            host.ip = w.get(h.ip.as_ref(), &hp, "ip", json::ip);
         }
-        Some(_) => w.push(format!("{}: expected an object", hp.render())),
-        None => {}
+        host.name = w
+            .get(h.name.as_ref(), &hp, "name", text)
+            .filter(|n| !n.trim().is_empty());
+        host.source_host_id = w.get(h.id.as_ref(), &hp, "id", text);
     }
     host
 }
 
-/// Vectra's own `severity` when numeric; the textual form (`"medium"`) carries nothing the
-/// threat and certainty scores do not.
-fn numeric_severity(v: &Value) -> Option<u32> {
-    let s = field(v, "severity")?;
-    json::score(s, &Path::Root("severity")).ok()
-}
-
-fn summary(v: &Value) -> Option<String> {
-    field(v, "summary")
-        .and_then(|s| field(s, "description"))
-        .or_else(|| field(v, "description"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
 fn groups(
-    v: &Value,
-    path: &Path<'_>,
+    l: Option<&List<'_, Obj<RawGroup<'_>>>>,
+    gp: &Path<'_>,
     envelope: Window,
     window: &mut Window,
     flows: &mut FlowSet,
     w: &mut Warnings,
 ) {
-    let gp = path.key("grouped_details");
-    let parsed;
-    let groups = match field(v, "grouped_details") {
-        None => return,
-        Some(Value::Array(a)) => a,
-        // Sentinel's table stores the groups as JSON text.
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(Value::Array(a)) => {
-                parsed = a;
-                &parsed
-            }
-            _ => {
-                w.push(format!(
-                    "{}: a string that is not a JSON array",
-                    gp.render()
-                ));
-                return;
-            }
-        },
-        Some(_) => {
-            w.push(format!("{}: expected an array", gp.render()));
-            return;
+    // Sentinel's table stores the groups as JSON text.
+    if let Some(List::Text(text)) = l {
+        match serde_json::from_str::<List<'_, Obj<RawGroup<'_>>>>(text) {
+            Ok(parsed) => groups(Some(&parsed), gp, envelope, window, flows, w),
+            Err(_) => w.push(format!(
+                "{}: a string that is not a JSON array",
+                gp.render()
+            )),
         }
-    };
-    for (i, g) in groups.iter().enumerate() {
-        group(g, &gp.index(i), envelope, window, flows, w);
+        return;
+    }
+    for (i, g) in list(l, gp, w).iter().enumerate() {
+        let p = gp.index(i);
+        if let Some(g) = object(Some(g), &p, w) {
+            group(g, &p, envelope, window, flows, w);
+        }
     }
 }
 
@@ -239,14 +438,29 @@ struct GroupCtx {
     targets: Targets,
 }
 
-fn times(obj: &Value, path: &Path<'_>, w: &mut Warnings) -> (Option<Timestamp>, Option<Timestamp>) {
-    let first = w.opt(obj, "first_timestamp", path, json::time);
-    let last = w.opt(obj, "last_timestamp", path, json::time);
-    let last = last.or_else(|| {
-        let d = w.opt(obj, "duration", path, seconds)?;
-        first.map(|f| f + d)
-    });
+fn times(
+    first: &Opt<'_>,
+    last: &Opt<'_>,
+    duration: &Opt<'_>,
+    path: &Path<'_>,
+    w: &mut Warnings,
+) -> (Option<Timestamp>, Option<Timestamp>) {
+    let first = w.get(first.as_ref(), path, "first_timestamp", json::time);
+    let last = w
+        .get(last.as_ref(), path, "last_timestamp", json::time)
+        .or_else(|| {
+            let d = w.get(duration.as_ref(), path, "duration", seconds)?;
+            first.map(|f| f + d)
+        });
     (first, last)
+}
+
+fn group_times(
+    g: &RawGroup<'_>,
+    path: &Path<'_>,
+    w: &mut Warnings,
+) -> (Option<Timestamp>, Option<Timestamp>) {
+    times(&g.first_timestamp, &g.last_timestamp, &g.duration, path, w)
 }
 
 /// A window from optional ends, falling back to `outer` for what is missing.
@@ -265,39 +479,37 @@ fn cover_span(window: &mut Window, first: Option<Timestamp>, last: Option<Timest
 }
 
 fn group(
-    g: &Value,
+    g: &RawGroup<'_>,
     gp: &Path<'_>,
     envelope: Window,
     window: &mut Window,
     flows: &mut FlowSet,
     w: &mut Warnings,
 ) {
-    if !g.is_object() {
-        w.push(format!("{}: expected an object", gp.render()));
-        return;
-    }
-    let (first, last) = times(g, gp, w);
+    let (first, last) = group_times(g, gp, w);
     cover_span(window, first, last);
     let ctx = GroupCtx {
         span: span(first, last, envelope),
         targets: Targets::of(g, gp, w),
     };
     let mut found = sessions(g, gp, &ctx, window, flows, w);
-    if let Some(events) = field(g, "events").and_then(Value::as_array) {
-        let ep = gp.key("events");
-        for (i, e) in events.iter().enumerate() {
-            let p = ep.index(i);
-            let (ef, el) = times(e, &p, w);
-            cover_span(window, ef, el);
-            let ectx = GroupCtx {
-                span: span(ef, el, ctx.span),
-                targets: Targets::of(e, &p, w),
-            };
-            found += sessions(e, &p, &ectx, window, flows, w);
-            if let Some(ts) = field(e, "target_summary") {
-                let (tf, tl) = times(ts, &p.key("target_summary"), w);
-                cover_span(window, tf, tl);
-            }
+    let ep = gp.key("events");
+    for (i, e) in list(g.events.as_ref(), &ep, w).iter().enumerate() {
+        let p = ep.index(i);
+        let Some(e) = object(Some(e), &p, w) else {
+            continue;
+        };
+        let (ef, el) = group_times(e, &p, w);
+        cover_span(window, ef, el);
+        let ectx = GroupCtx {
+            span: span(ef, el, ctx.span),
+            targets: Targets::of(e, &p, w),
+        };
+        found += sessions(e, &p, &ectx, window, flows, w);
+        let tp = p.key("target_summary");
+        if let Some(ts) = object(e.target_summary.as_ref(), &tp, w) {
+            let (tf, tl) = group_times(ts, &tp, w);
+            cover_span(window, tf, tl);
         }
     }
     if found == 0 {
@@ -307,7 +519,7 @@ fn group(
 
 /// The sessions of a group or event; returns how many there were (usable or not).
 fn sessions(
-    g: &Value,
+    g: &RawGroup<'_>,
     gp: &Path<'_>,
     ctx: &GroupCtx,
     window: &mut Window,
@@ -315,40 +527,35 @@ fn sessions(
     w: &mut Warnings,
 ) -> usize {
     let sp = gp.key("sessions");
-    let list = match field(g, "sessions") {
-        None => return 0,
-        Some(Value::Array(a)) => a,
-        Some(_) => {
-            w.push(format!("{}: expected an array", sp.render()));
-            return 0;
+    let items = list(g.sessions.as_ref(), &sp, w);
+    for (i, s) in items.iter().enumerate() {
+        let p = sp.index(i);
+        match s {
+            Obj::Ok(s) => session(s, &p, ctx, window, flows, w),
+            Obj::Wrong(kind) => w.push(format!(
+                "{}: expected an object, got {kind}; session ignored",
+                p.render()
+            )),
         }
-    };
-    for (i, s) in list.iter().enumerate() {
-        session(s, &sp.index(i), ctx, window, flows, w);
     }
-    list.len()
+    items.len()
 }
 
 fn session(
-    s: &Value,
+    s: &RawSession<'_>,
     sp: &Path<'_>,
     ctx: &GroupCtx,
     window: &mut Window,
     flows: &mut FlowSet,
     w: &mut Warnings,
 ) {
-    if !s.is_object() {
-        w.push(format!(
-            "{}: expected an object; session ignored",
-            sp.render()
-        ));
-        return;
-    }
-    let target_host = field(s, "target_host");
     let th_path = sp.key("target_host");
-    let dst = match field(s, "dst_ip") {
+    let target_host = object(s.target_host.as_ref(), &th_path, w);
+    let dst = match &s.dst_ip {
         Some(d) => w.keep(json::ip(d, &sp.key("dst_ip"))),
-        None => target_host.and_then(|th| w.opt(th, "ip", &th_path, json::ip)),
+        None => target_host
+            .as_ref()
+            .and_then(|th| w.get(th.ip.as_ref(), &th_path, "ip", json::ip)),
     };
     let Some(dst) = dst else {
         w.push(format!(
@@ -357,28 +564,29 @@ fn session(
         ));
         return;
     };
-    let port = w.opt(s, "dst_port", sp, json::port);
+    let port = w.get(s.dst_port.as_ref(), sp, "dst_port", json::port);
     let protocol = w
-        .opt(s, "protocol", sp, text)
+        .get(s.protocol.as_ref(), sp, "protocol", text)
         .map(|p| Protocol::parse(&p))
         .unwrap_or_default();
-    let (first, last) = times(s, sp, w);
+    let (first, last) = times(&s.first_timestamp, &s.last_timestamp, &s.duration, sp, w);
     let when = span(first, last, ctx.span);
     window.cover(when.start);
     window.cover(when.end);
     let domain = ctx.targets.domain_for(dst).or_else(|| {
         target_host
-            .and_then(|th| field(th, "name"))
-            .and_then(Value::as_str)
+            .as_ref()
+            .and_then(|th| th.name.as_ref())
+            .and_then(Leaf::str)
             .map(str::to_owned)
     });
     let session = Session {
         first: when.start,
         last: when.end,
         local_port: None,
-        bytes_sent: w.opt(s, "bytes_sent", sp, json::uint),
-        bytes_received: w.opt(s, "bytes_received", sp, json::uint),
-        community_id: w.opt(s, "community_id", sp, text),
+        bytes_sent: w.get(s.bytes_sent.as_ref(), sp, "bytes_sent", json::uint),
+        bytes_received: w.get(s.bytes_received.as_ref(), sp, "bytes_received", json::uint),
+        community_id: w.get(s.community_id.as_ref(), sp, "community_id", text),
     };
     flows.add(dst, port, protocol, domain, session);
 }
@@ -386,43 +594,36 @@ fn session(
 /// A group that names destinations but no sessions (v2 shapes): one flow per destination over
 /// the group's span. Nothing is invented when the group names no destination.
 fn group_destinations(
-    g: &Value,
+    g: &RawGroup<'_>,
     gp: &Path<'_>,
     ctx: &GroupCtx,
     flows: &mut FlowSet,
     w: &mut Warnings,
 ) {
-    let mut ips: Vec<IpAddr> = Vec::new();
-    if let Some(list) = field(g, "dst_ips").and_then(Value::as_array) {
-        let p = gp.key("dst_ips");
-        ips.extend(
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, v)| w.keep(json::ip(v, &p.index(i)))),
-        );
-    }
+    let ip_path = gp.key("dst_ips");
+    let mut ips: Vec<IpAddr> = list(g.dst_ips.as_ref(), &ip_path, w)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| w.keep(json::ip(v, &ip_path.index(i))))
+        .collect();
     if let Some(ip) = ctx.targets.external_ip
         && !ips.contains(&ip)
     {
         ips.push(ip);
     }
-    let ports: Vec<u16> = match field(g, "dst_ports").and_then(Value::as_array) {
-        Some(list) => {
-            let p = gp.key("dst_ports");
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, v)| w.keep(json::port(v, &p.index(i))))
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let port_path = gp.key("dst_ports");
+    let ports: Vec<u16> = list(g.dst_ports.as_ref(), &port_path, w)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| w.keep(json::port(v, &port_path.index(i))))
+        .collect();
     let port = if ports.len() == 1 {
         ports.first().copied()
     } else {
         None
     };
     let protocol = w
-        .opt(g, "protocol", gp, text)
+        .get(g.protocol.as_ref(), gp, "protocol", text)
         .map(|p| Protocol::parse(&p))
         .unwrap_or_default();
     for ip in ips {
@@ -447,41 +648,44 @@ struct Targets {
     only_domain: Option<String>,
 }
 
+fn non_empty_name(t: &RawTarget<'_>) -> Option<String> {
+    t.name
+        .as_ref()
+        .and_then(Leaf::str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+}
+
 impl Targets {
-    fn of(g: &Value, gp: &Path<'_>, w: &mut Warnings) -> Targets {
+    fn of(g: &RawGroup<'_>, gp: &Path<'_>, w: &mut Warnings) -> Targets {
         let mut t = Targets::default();
-        if let Some(ext) = field(g, "external_target") {
-            let p = gp.key("external_target");
-            t.external_ip = w.opt(ext, "ip", &p, json::ip);
-            let name = field(ext, "name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty());
-            match (t.external_ip, name) {
-                (Some(ip), Some(n)) => t.by_ip.push((ip, n.to_owned())),
-                (None, Some(n)) => t.only_domain = Some(n.to_owned()),
+        let ep = gp.key("external_target");
+        if let Some(ext) = object(g.external_target.as_ref(), &ep, w) {
+            t.external_ip = w.get(ext.ip.as_ref(), &ep, "ip", json::ip);
+            match (t.external_ip, non_empty_name(ext)) {
+                (Some(ip), Some(n)) => t.by_ip.push((ip, n)),
+                (None, Some(n)) => t.only_domain = Some(n),
                 _ => {}
             }
         }
-        if let Some(hosts) = field(g, "dst_hosts").and_then(Value::as_array) {
-            let p = gp.key("dst_hosts");
-            for (i, h) in hosts.iter().enumerate() {
-                let hp = p.index(i);
-                let ip = w.opt(h, "ip", &hp, json::ip);
-                let name = field(h, "name")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty());
-                if let (Some(ip), Some(n)) = (ip, name) {
-                    t.by_ip.push((ip, n.to_owned()));
-                }
+        let hp = gp.key("dst_hosts");
+        for (i, h) in list(g.dst_hosts.as_ref(), &hp, w).iter().enumerate() {
+            let p = hp.index(i);
+            // `dst_hosts` entries are objects in v3 and may be bare names elsewhere.
+            let Obj::Ok(h) = h else {
+                continue;
+            };
+            if let (Some(ip), Some(n)) =
+                (w.get(h.ip.as_ref(), &p, "ip", json::ip), non_empty_name(h))
+            {
+                t.by_ip.push((ip, n));
             }
         }
         if t.only_domain.is_none()
-            && let Some([Value::String(d)]) = field(g, "target_domains")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
+            && let [Scalar::Str(d)] = list(g.target_domains.as_ref(), &gp.key("target_domains"), w)
             && !d.is_empty()
         {
-            t.only_domain = Some(d.clone());
+            t.only_domain = Some(d.to_string());
         }
         t
     }
@@ -500,12 +704,10 @@ impl Targets {
 }
 
 /// Seconds as a number or numeric string (session `duration`).
-fn seconds(v: &Value, path: &Path<'_>) -> Result<Duration, IngestError> {
-    let secs = match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
+fn seconds<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<Duration, IngestError> {
+    let secs = v
+        .f64()
+        .or_else(|| v.str().and_then(|s| s.trim().parse::<f64>().ok()));
     match secs {
         Some(s) if s.is_finite() && (0.0..=1.0e9).contains(&s) => {
             Ok(Duration((s * TICKS_PER_SECOND as f64).round() as i64))

@@ -166,9 +166,10 @@ fn notice(r: &Value, tenant: &str, path: &Path<'_>) -> Result<Detection, IngestE
     let note = required(r, &["note"], path, json::non_empty_text)?;
     let t = tuple(r, path, &mut w)?;
     let subject_src = w.opt(r, "src", path, json::ip);
+    // The notice's `src` naming the responder says inbound outright; otherwise an external
+    // originator reaching an internal responder is an attack on the responder.
     let inbound = match (subject_src, t.resp) {
         (Some(s), Some(resp)) if s == resp && s != t.orig => true,
-        (Some(s), _) if s == t.orig => false,
         (_, Some(resp)) => !is_internal(t.orig) && is_internal(resp),
         _ => false,
     };

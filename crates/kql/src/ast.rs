@@ -26,9 +26,17 @@ pub struct Query {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Statement {
     /// `let name = value`
-    Let { name: String, value: LetValue, pos: Pos },
+    Let {
+        name: String,
+        value: LetValue,
+        pos: Pos,
+    },
     /// `set option [= value]`
-    Set { name: String, value: Option<Expr>, pos: Pos },
+    Set {
+        name: String,
+        value: Option<Expr>,
+        pos: Pos,
+    },
     /// `declare query_parameters(name:type [= default], ...)`
     Declare { params: Vec<Param>, pos: Pos },
     /// A tabular expression whose result is the query's output.
@@ -55,7 +63,10 @@ pub enum ParamType {
     /// A scalar type name (`string`, `long`, ...).
     Scalar(String),
     /// A tabular parameter: `(*)` when `columns` is empty, else its declared columns.
-    Tabular { columns: Vec<(String, String)>, wildcard: bool },
+    Tabular {
+        columns: Vec<(String, String)>,
+        wildcard: bool,
+    },
 }
 
 /// A source followed by piped operators.
@@ -70,9 +81,22 @@ pub enum Source {
     /// A table, a `let` name, a function call, `materialize(...)`, or a parenthesised pipeline.
     Expr(Expr),
     Union(Union),
-    Datatable { columns: Vec<(String, String)>, values: Vec<Expr>, pos: Pos },
-    Print { exprs: Vec<NamedExpr>, pos: Pos },
-    Range { name: String, from: Expr, to: Expr, step: Expr, pos: Pos },
+    Datatable {
+        columns: Vec<(String, String)>,
+        values: Vec<Expr>,
+        pos: Pos,
+    },
+    Print {
+        exprs: Vec<NamedExpr>,
+        pos: Pos,
+    },
+    Range {
+        name: String,
+        from: Expr,
+        to: Expr,
+        step: Expr,
+        pos: Pos,
+    },
     /// A source the evaluator does not run (`externaldata`, `find`, `search`, ...), kept as tokens.
     Other(RawOp),
 }
@@ -163,26 +187,85 @@ pub struct MvExpandItem {
 /// A tabular operator after `|`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Operator {
-    Where { pred: Expr, pos: Pos },
-    Project { exprs: Vec<NamedExpr>, pos: Pos },
-    ProjectAway { columns: Vec<String>, pos: Pos },
-    ProjectKeep { columns: Vec<String>, pos: Pos },
-    ProjectRename { renames: Vec<(String, String)>, pos: Pos },
-    ProjectReorder { columns: Vec<(String, Option<bool>)>, pos: Pos },
-    Extend { exprs: Vec<NamedExpr>, pos: Pos },
-    Summarize { hints: Vec<(String, String)>, aggs: Vec<NamedExpr>, by: Vec<NamedExpr>, pos: Pos },
-    Sort { keys: Vec<SortKey>, pos: Pos },
-    Top { count: Expr, key: SortKey, pos: Pos },
-    Take { count: Expr, pos: Pos },
-    Distinct { columns: Vec<Expr>, pos: Pos },
-    Count { pos: Pos },
-    Join { kind: Option<JoinKind>, hints: Vec<(String, String)>, right: TabularExpr, on: Vec<JoinOn>, pos: Pos },
+    Where {
+        pred: Expr,
+        pos: Pos,
+    },
+    Project {
+        exprs: Vec<NamedExpr>,
+        pos: Pos,
+    },
+    ProjectAway {
+        columns: Vec<String>,
+        pos: Pos,
+    },
+    ProjectKeep {
+        columns: Vec<String>,
+        pos: Pos,
+    },
+    ProjectRename {
+        renames: Vec<(String, String)>,
+        pos: Pos,
+    },
+    ProjectReorder {
+        columns: Vec<(String, Option<bool>)>,
+        pos: Pos,
+    },
+    Extend {
+        exprs: Vec<NamedExpr>,
+        pos: Pos,
+    },
+    Summarize {
+        hints: Vec<(String, String)>,
+        aggs: Vec<NamedExpr>,
+        by: Vec<NamedExpr>,
+        pos: Pos,
+    },
+    Sort {
+        keys: Vec<SortKey>,
+        pos: Pos,
+    },
+    Top {
+        count: Expr,
+        key: SortKey,
+        pos: Pos,
+    },
+    Take {
+        count: Expr,
+        pos: Pos,
+    },
+    Distinct {
+        columns: Vec<Expr>,
+        pos: Pos,
+    },
+    Count {
+        pos: Pos,
+    },
+    Join {
+        kind: Option<JoinKind>,
+        hints: Vec<(String, String)>,
+        right: TabularExpr,
+        on: Vec<JoinOn>,
+        pos: Pos,
+    },
     Union(Union),
-    MvExpand { params: Vec<(String, String)>, items: Vec<MvExpandItem>, limit: Option<Expr>, legacy: bool, pos: Pos },
+    MvExpand {
+        params: Vec<(String, String)>,
+        items: Vec<MvExpandItem>,
+        limit: Option<Expr>,
+        legacy: bool,
+        pos: Pos,
+    },
     /// `serialize [Name = expr, ...]`
-    Serialize { exprs: Vec<NamedExpr>, pos: Pos },
+    Serialize {
+        exprs: Vec<NamedExpr>,
+        pos: Pos,
+    },
     /// `as [hint=value] Name`
-    As { name: String, pos: Pos },
+    As {
+        name: String,
+        pos: Pos,
+    },
     /// `render`, `lookup`, `parse`, `make-series`, `evaluate`, ...: accepted, kept as tokens.
     Other(RawOp),
 }
@@ -217,7 +300,10 @@ pub enum Literal {
     TimeSpan(Duration),
     Dynamic(serde_json::Value),
     /// `long(null)`, `datetime(null)`, `real(nan)`: a typed literal with no ordinary value.
-    Typed { ty: String, raw: String },
+    Typed {
+        ty: String,
+        raw: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,17 +362,52 @@ pub enum Expr {
     Name(String),
     /// `*` (as in `count(*)`, `arg_max(T, *)`).
     Star,
-    Call { name: String, args: Vec<Expr>, pos: Pos },
-    Member { target: Box<Expr>, name: String },
-    Index { target: Box<Expr>, index: Box<Expr> },
-    Unary { op: UnaryOp, expr: Box<Expr> },
-    Binary { op: BinOp, left: Box<Expr>, right: Box<Expr>, pos: Pos },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+        pos: Pos,
+    },
+    Member {
+        target: Box<Expr>,
+        name: String,
+    },
+    Index {
+        target: Box<Expr>,
+        index: Box<Expr>,
+    },
+    Unary {
+        op: UnaryOp,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        pos: Pos,
+    },
     /// String operators by their KQL name: `has`, `!contains_cs`, `startswith`, `matches regex`,
     /// `has_any`, `has_all`, ... The right side of list operators is [`Expr::List`].
-    StrOp { op: String, left: Box<Expr>, right: Box<Expr>, pos: Pos },
+    StrOp {
+        op: String,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        pos: Pos,
+    },
     /// `in`, `!in`, `in~`, `!in~` with a list (each item an expression or tabular expression).
-    In { expr: Box<Expr>, negated: bool, case_insensitive: bool, list: Vec<Expr>, pos: Pos },
-    Between { expr: Box<Expr>, negated: bool, low: Box<Expr>, high: Box<Expr>, pos: Pos },
+    In {
+        expr: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+        list: Vec<Expr>,
+        pos: Pos,
+    },
+    Between {
+        expr: Box<Expr>,
+        negated: bool,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        pos: Pos,
+    },
     /// A parenthesised list `(a, b, c)` on the right of `has_any` and friends.
     List(Vec<Expr>),
     /// A tabular expression in scalar position (`toscalar(T | ...)`, `in (T | ...)`), printed

@@ -60,7 +60,10 @@ impl Report {
 }
 
 fn is_device_only(e: &CorpusEntry) -> bool {
-    !e.tables.is_empty() && e.tables.iter().all(|t| crate::schema::DEVICE_TABLES.contains(&t.as_str()))
+    !e.tables.is_empty()
+        && e.tables
+            .iter()
+            .all(|t| crate::schema::DEVICE_TABLES.contains(&t.as_str()))
 }
 
 /// Checks every line of a corpus. With a database, parsed queries are also evaluated against
@@ -79,7 +82,13 @@ pub fn check(jsonl: &str, db: Option<&Database>, opts: &EvalOptions) -> Report {
         let entry: CorpusEntry = match serde_json::from_str(line) {
             Ok(e) => e,
             Err(e) => {
-                r.fail(format!("line {}", n + 1), "json", "json".into(), e.to_string(), false);
+                r.fail(
+                    format!("line {}", n + 1),
+                    "json",
+                    "json".into(),
+                    e.to_string(),
+                    false,
+                );
                 continue;
             }
         };
@@ -109,10 +118,22 @@ pub fn check(jsonl: &str, db: Option<&Database>, opts: &EvalOptions) -> Report {
 
 impl Report {
     fn fail_with(&mut self, id: &str, stage: &str, e: &KqlError, device_only: bool) {
-        self.fail(id.to_owned(), stage, format!("{stage}:{}", e.kind()), e.to_string(), device_only);
+        self.fail(
+            id.to_owned(),
+            stage,
+            format!("{stage}:{}", e.kind()),
+            e.to_string(),
+            device_only,
+        );
     }
     fn fail(&mut self, id: String, stage: &str, kind: String, error: String, device_only: bool) {
         *self.failures.entry(kind.clone()).or_default() += 1;
-        self.failing.push(Failure { id, stage: stage.to_owned(), kind, error, device_only });
+        self.failing.push(Failure {
+            id,
+            stage: stage.to_owned(),
+            kind,
+            error,
+            device_only,
+        });
     }
 }

@@ -37,14 +37,23 @@ pub(crate) struct Rel<'a> {
 
 impl<'a> Rel<'a> {
     fn empty(columns: Vec<Column>) -> Self {
-        Rel { columns, rows: Vec::new() }
+        Rel {
+            columns,
+            rows: Vec::new(),
+        }
     }
     fn from_table(t: &'a Table) -> Self {
-        Rel { columns: t.columns.clone(), rows: t.rows.iter().map(|r| Row::Borrowed(r.as_slice())).collect() }
+        Rel {
+            columns: t.columns.clone(),
+            rows: t.rows.iter().map(|r| Row::Borrowed(r.as_slice())).collect(),
+        }
     }
     fn into_table(self, limit: Option<usize>) -> Table {
         let n = limit.unwrap_or(usize::MAX);
-        Table { columns: self.columns, rows: self.rows.into_iter().take(n).map(|r| r.to_vec()).collect() }
+        Table {
+            columns: self.columns,
+            rows: self.rows.into_iter().take(n).map(|r| r.to_vec()).collect(),
+        }
     }
     pub(crate) fn col(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
@@ -102,31 +111,64 @@ pub(crate) struct Ctx<'a> {
 pub(crate) type R<T> = Result<T, KqlError>;
 
 pub(crate) fn semantic(pos: Pos, message: impl Into<String>) -> KqlError {
-    KqlError::Semantic { line: pos.line, column: pos.column, message: message.into() }
+    KqlError::Semantic {
+        line: pos.line,
+        column: pos.column,
+        message: message.into(),
+    }
 }
 
 pub(crate) fn unsupported(pos: Pos, operator: &str) -> KqlError {
-    KqlError::Unsupported { operator: operator.to_owned(), line: pos.line, column: pos.column }
+    KqlError::Unsupported {
+        operator: operator.to_owned(),
+        line: pos.line,
+        column: pos.column,
+    }
 }
 
 pub(crate) fn evaluate(q: &Query, db: &Database, opts: &EvalOptions) -> R<Table> {
-    let mut ctx = Ctx { db, opts, scopes: vec![HashMap::new()], depth: 0, here: Pos { line: 1, column: 1 }, pending_aggs: None };
+    let mut ctx = Ctx {
+        db,
+        opts,
+        scopes: vec![HashMap::new()],
+        depth: 0,
+        here: Pos { line: 1, column: 1 },
+        pending_aggs: None,
+    };
     let outcome = ctx.run_statements(q).map_err(|e| locate(e, ctx.here))?;
     match outcome {
         Some(Outcome::Table(rel)) => Ok(rel.into_table(opts.row_limit)),
         Some(Outcome::Scalar(v)) => {
             let ty = type_of(&v).unwrap_or(KustoType::String);
-            Ok(Table { columns: vec![Column::new("print_0", ty)], rows: vec![vec![v]] })
+            Ok(Table {
+                columns: vec![Column::new("print_0", ty)],
+                rows: vec![vec![v]],
+            })
         }
-        None => Err(semantic(Pos { line: 1, column: 1 }, "the query has no tabular expression to return")),
+        None => Err(semantic(
+            Pos { line: 1, column: 1 },
+            "the query has no tabular expression to return",
+        )),
     }
 }
 
 /// Gives an error without a position (line 0) the position being evaluated.
 fn locate(e: KqlError, here: Pos) -> KqlError {
     match e {
-        KqlError::Semantic { line: 0, message, .. } => KqlError::Semantic { line: here.line, column: here.column, message },
-        KqlError::Unsupported { line: 0, operator, .. } => KqlError::Unsupported { line: here.line, column: here.column, operator },
+        KqlError::Semantic {
+            line: 0, message, ..
+        } => KqlError::Semantic {
+            line: here.line,
+            column: here.column,
+            message,
+        },
+        KqlError::Unsupported {
+            line: 0, operator, ..
+        } => KqlError::Unsupported {
+            line: here.line,
+            column: here.column,
+            operator,
+        },
         e => e,
     }
 }
@@ -188,7 +230,9 @@ impl<'a> Ctx<'a> {
                 }
                 Statement::Declare { params, pos } => {
                     for p in params {
-                        let d = p.default.as_ref().ok_or_else(|| semantic(*pos, format!("query parameter '{}' has no value", p.name)))?;
+                        let d = p.default.as_ref().ok_or_else(|| {
+                            semantic(*pos, format!("query parameter '{}' has no value", p.name))
+                        })?;
                         let v = self.const_scalar(d)?;
                         self.bind(&p.name, Binding::Scalar(v));
                     }
@@ -208,9 +252,14 @@ impl<'a> Ctx<'a> {
                 Some(Binding::Table(_)) => true,
                 Some(Binding::Scalar(_)) => false,
                 Some(Binding::Func(..)) => true,
-                None => self.db.get(n).is_some() || crate::schema::DEVICE_TABLES.contains(&n.as_str()),
+                None => {
+                    self.db.get(n).is_some() || crate::schema::DEVICE_TABLES.contains(&n.as_str())
+                }
             },
-            Expr::Call { name, .. } => matches!(name.as_str(), "materialize" | "view" | "table") || matches!(self.lookup(name), Some(Binding::Func(..))),
+            Expr::Call { name, .. } => {
+                matches!(name.as_str(), "materialize" | "view" | "table")
+                    || matches!(self.lookup(name), Some(Binding::Func(..)))
+            }
             _ => false,
         }
     }
@@ -218,11 +267,11 @@ impl<'a> Ctx<'a> {
     /// A `let` value or statement: a table, or a scalar when it is a bare scalar expression.
     fn eval_any(&mut self, t: &'a TabularExpr) -> R<Outcome<'a>> {
         if let (Source::Expr(e), true) = (&t.source, t.ops.is_empty()) {
-            if let Expr::Call { name, args, pos } = e {
-                if let Some(Binding::Func(params, body)) = self.lookup(name) {
-                    let (params, body) = (*params, *body);
-                    return self.call_function(params, body, args, *pos);
-                }
+            if let Expr::Call { name, args, pos } = e
+                && let Some(Binding::Func(params, body)) = self.lookup(name)
+            {
+                let (params, body) = (*params, *body);
+                return self.call_function(params, body, args, *pos);
             }
             if !self.is_tabular(e) {
                 return Ok(Outcome::Scalar(self.const_scalar(e)?));
@@ -236,7 +285,13 @@ impl<'a> Ctx<'a> {
         Ok(c.eval(&[]).into_owned())
     }
 
-    pub(crate) fn call_function(&mut self, params: &'a [Param], body: &'a Query, args: &'a [Expr], pos: Pos) -> R<Outcome<'a>> {
+    pub(crate) fn call_function(
+        &mut self,
+        params: &'a [Param],
+        body: &'a Query,
+        args: &'a [Expr],
+        pos: Pos,
+    ) -> R<Outcome<'a>> {
         self.depth += 1;
         if self.depth > 64 {
             return Err(semantic(pos, "functions call each other too deeply"));
@@ -244,7 +299,9 @@ impl<'a> Ctx<'a> {
         let mut scope = HashMap::new();
         for (i, p) in params.iter().enumerate() {
             let b = match (args.get(i), &p.ty) {
-                (Some(a), ParamType::Tabular { .. }) => Binding::Table(Rc::new(self.eval_expr_table(a, pos)?)),
+                (Some(a), ParamType::Tabular { .. }) => {
+                    Binding::Table(Rc::new(self.eval_expr_table(a, pos)?))
+                }
                 (Some(a), ParamType::Scalar(_)) => Binding::Scalar(self.const_scalar(a)?),
                 (None, _) => match &p.default {
                     Some(d) => Binding::Scalar(self.const_scalar(d)?),
@@ -277,12 +334,25 @@ impl<'a> Ctx<'a> {
         match s {
             Source::Expr(e) => self.eval_expr_table(e, Pos::default()),
             Source::Union(u) => self.union(None, u),
-            Source::Datatable { columns, values, pos } => self.datatable(columns, values, *pos),
+            Source::Datatable {
+                columns,
+                values,
+                pos,
+            } => self.datatable(columns, values, *pos),
             Source::Print { exprs, .. } => {
                 let (columns, row) = self.project_row(exprs, &[], &[])?;
-                Ok(Rel { columns, rows: vec![Row::Owned(row.into())] })
+                Ok(Rel {
+                    columns,
+                    rows: vec![Row::Owned(row.into())],
+                })
             }
-            Source::Range { name, from, to, step, pos } => self.range(name, from, to, step, *pos),
+            Source::Range {
+                name,
+                from,
+                to,
+                step,
+                pos,
+            } => self.range(name, from, to, step, *pos),
             Source::Other(raw) => Err(unsupported(raw.pos, &raw.name)),
         }
     }
@@ -303,7 +373,10 @@ impl<'a> Ctx<'a> {
                         let (params, body) = (*params, *body);
                         match self.call_function(params, body, args, *pos)? {
                             Outcome::Table(t) => Ok(t),
-                            Outcome::Scalar(_) => Err(semantic(*pos, format!("function '{name}' returns a scalar, not a table"))),
+                            Outcome::Scalar(_) => Err(semantic(
+                                *pos,
+                                format!("function '{name}' returns a scalar, not a table"),
+                            )),
                         }
                     }
                     _ => Err(unsupported(*pos, name)),
@@ -316,11 +389,13 @@ impl<'a> Ctx<'a> {
     fn table_by_name(&mut self, n: &str, pos: Pos) -> R<Rel<'a>> {
         match self.lookup(n) {
             Some(Binding::Table(t)) => return Ok((**t).clone()),
-            Some(Binding::Func(params, body)) if params.is_empty() => {
+            Some(Binding::Func([], body)) => {
                 let body = *body;
                 return match self.call_function(&[], body, &[], pos)? {
                     Outcome::Table(t) => Ok(t),
-                    Outcome::Scalar(_) => Err(semantic(pos, format!("'{n}' is a scalar, not a table"))),
+                    Outcome::Scalar(_) => {
+                        Err(semantic(pos, format!("'{n}' is a scalar, not a table")))
+                    }
                 };
             }
             Some(_) => return Err(semantic(pos, format!("'{n}' is a scalar, not a table"))),
@@ -331,14 +406,26 @@ impl<'a> Ctx<'a> {
         }
         match crate::schema::columns(n) {
             Some(cols) => Ok(Rel::empty(cols)),
-            None => Err(semantic(pos, format!("Failed to resolve table or column expression named '{n}'"))),
+            None => Err(semantic(
+                pos,
+                format!("Failed to resolve table or column expression named '{n}'"),
+            )),
         }
     }
 
-    fn datatable(&mut self, columns: &[(String, String)], values: &'a [Expr], pos: Pos) -> R<Rel<'a>> {
+    fn datatable(
+        &mut self,
+        columns: &[(String, String)],
+        values: &'a [Expr],
+        pos: Pos,
+    ) -> R<Rel<'a>> {
         let cols: Vec<Column> = columns
             .iter()
-            .map(|(n, t)| KustoType::from_name(t).map(|ty| Column::new(n.clone(), ty)).ok_or_else(|| semantic(pos, format!("unknown type '{t}'"))))
+            .map(|(n, t)| {
+                KustoType::from_name(t)
+                    .map(|ty| Column::new(n.clone(), ty))
+                    .ok_or_else(|| semantic(pos, format!("unknown type '{t}'")))
+            })
             .collect::<R<_>>()?;
         if cols.is_empty() {
             return Err(semantic(pos, "datatable needs at least one column"));
@@ -352,11 +439,25 @@ impl<'a> Ctx<'a> {
             row.resize(cols.len(), Value::Null);
             rows.push(Row::Owned(row.into()));
         }
-        Ok(Rel { columns: cols, rows })
+        Ok(Rel {
+            columns: cols,
+            rows,
+        })
     }
 
-    fn range(&mut self, name: &str, from: &'a Expr, to: &'a Expr, step: &'a Expr, pos: Pos) -> R<Rel<'a>> {
-        let (a, b, s) = (self.const_scalar(from)?, self.const_scalar(to)?, self.const_scalar(step)?);
+    fn range(
+        &mut self,
+        name: &str,
+        from: &'a Expr,
+        to: &'a Expr,
+        step: &'a Expr,
+        pos: Pos,
+    ) -> R<Rel<'a>> {
+        let (a, b, s) = (
+            self.const_scalar(from)?,
+            self.const_scalar(to)?,
+            self.const_scalar(step)?,
+        );
         let mut rows = Vec::new();
         let mut cur = a.clone();
         while values::compare(&cur, &b).is_some_and(|o| o != std::cmp::Ordering::Greater) {
@@ -371,7 +472,10 @@ impl<'a> Ctx<'a> {
             cur = next;
         }
         let ty = type_of(&a).unwrap_or(KustoType::Int64);
-        Ok(Rel { columns: vec![Column::new(name, ty)], rows })
+        Ok(Rel {
+            columns: vec![Column::new(name, ty)],
+            rows,
+        })
     }
 
     fn apply(&mut self, rel: Rel<'a>, op: &'a Operator) -> R<Rel<'a>> {
@@ -379,18 +483,27 @@ impl<'a> Ctx<'a> {
             Operator::Where { pred, .. } => {
                 let c = self.compile(pred, &rel.columns)?;
                 let rows = rel.rows.into_iter().filter(|r| c.test(r)).collect();
-                Ok(Rel { columns: rel.columns, rows })
+                Ok(Rel {
+                    columns: rel.columns,
+                    rows,
+                })
             }
             Operator::Project { exprs, .. } => self.project(rel, exprs),
-            Operator::Extend { exprs, .. } | Operator::Serialize { exprs, .. } => self.extend(rel, exprs),
+            Operator::Extend { exprs, .. } | Operator::Serialize { exprs, .. } => {
+                self.extend(rel, exprs)
+            }
             Operator::ProjectAway { columns, pos } => {
                 let drop = matching(&rel.columns, columns, *pos)?;
-                let keep: Vec<usize> = (0..rel.columns.len()).filter(|i| !drop.contains(i)).collect();
+                let keep: Vec<usize> = (0..rel.columns.len())
+                    .filter(|i| !drop.contains(i))
+                    .collect();
                 Ok(select(rel, &keep))
             }
             Operator::ProjectKeep { columns, pos } => {
                 let keep = matching(&rel.columns, columns, *pos)?;
-                let keep: Vec<usize> = (0..rel.columns.len()).filter(|i| keep.contains(i)).collect();
+                let keep: Vec<usize> = (0..rel.columns.len())
+                    .filter(|i| keep.contains(i))
+                    .collect();
                 Ok(select(rel, &keep))
             }
             Operator::ProjectRename { renames, pos } => {
@@ -427,12 +540,23 @@ impl<'a> Ctx<'a> {
                 columns: vec![Column::new("Count", KustoType::Int64)],
                 rows: vec![Row::Owned(vec![Value::Int(rel.rows.len() as i64)].into())],
             }),
-            Operator::Join { kind, right, on, pos, .. } => {
+            Operator::Join {
+                kind,
+                right,
+                on,
+                pos,
+                ..
+            } => {
                 let right = self.eval_tabular(right)?;
                 crate::ops::join(rel, right, kind.unwrap_or(JoinKind::InnerUnique), on, *pos)
             }
             Operator::Union(u) => self.union(Some(rel), u),
-            Operator::MvExpand { params, items, limit, .. } => {
+            Operator::MvExpand {
+                params,
+                items,
+                limit,
+                ..
+            } => {
                 let limit = match limit {
                     Some(l) => Some(self.count_arg(l)?),
                     None => None,
@@ -451,13 +575,21 @@ impl<'a> Ctx<'a> {
     }
 
     /// Name and values of computed columns for one row (or for `print`, no row).
-    fn project_row(&mut self, exprs: &'a [NamedExpr], columns: &[Column], row: &[Value]) -> R<(Vec<Column>, Vec<Value>)> {
+    fn project_row(
+        &mut self,
+        exprs: &'a [NamedExpr],
+        columns: &[Column],
+        row: &[Value],
+    ) -> R<(Vec<Column>, Vec<Value>)> {
         let mut cols = Vec::new();
         let mut vals = Vec::new();
         for (i, ne) in exprs.iter().enumerate() {
             let c = self.compile(&ne.expr, columns)?;
             let v = c.eval(row).into_owned();
-            let name = ne.name.clone().unwrap_or_else(|| default_name(&ne.expr, "print_", i));
+            let name = ne
+                .name
+                .clone()
+                .unwrap_or_else(|| default_name(&ne.expr, "print_", i));
             cols.push(Column::new(name, type_of(&v).unwrap_or(KustoType::String)));
             vals.push(v);
         }
@@ -465,10 +597,17 @@ impl<'a> Ctx<'a> {
     }
 
     fn project(&mut self, rel: Rel<'a>, exprs: &'a [NamedExpr]) -> R<Rel<'a>> {
-        self.project_items(rel, exprs.iter().map(|ne| (ne.name.clone(), &ne.expr)).collect())
+        self.project_items(
+            rel,
+            exprs.iter().map(|ne| (ne.name.clone(), &ne.expr)).collect(),
+        )
     }
 
-    fn project_items(&mut self, rel: Rel<'a>, items: Vec<(Option<String>, &'a Expr)>) -> R<Rel<'a>> {
+    fn project_items(
+        &mut self,
+        rel: Rel<'a>,
+        items: Vec<(Option<String>, &'a Expr)>,
+    ) -> R<Rel<'a>> {
         let mut compiled = Vec::new();
         let mut columns = Vec::new();
         for (i, (name, e)) in items.into_iter().enumerate() {
@@ -477,7 +616,11 @@ impl<'a> Ctx<'a> {
             columns.push((name, static_type(&c, &rel.columns)));
             compiled.push(c);
         }
-        let rows: Vec<Vec<Value>> = rel.rows.iter().map(|r| compiled.iter().map(|c| c.eval(r).into_owned()).collect()).collect();
+        let rows: Vec<Vec<Value>> = rel
+            .rows
+            .iter()
+            .map(|r| compiled.iter().map(|c| c.eval(r).into_owned()).collect())
+            .collect();
         Ok(finish(columns, rows))
     }
 
@@ -486,9 +629,14 @@ impl<'a> Ctx<'a> {
         let mut rows: Vec<Vec<Value>> = rel.rows.iter().map(|r| r.to_vec()).collect();
         for (i, ne) in exprs.iter().enumerate() {
             let c = self.compile(&ne.expr, &schema)?;
-            let name = ne.name.clone().unwrap_or_else(|| default_name(&ne.expr, "Column", i + 1));
+            let name = ne
+                .name
+                .clone()
+                .unwrap_or_else(|| default_name(&ne.expr, "Column", i + 1));
             let vals: Vec<Value> = rows.iter().map(|r| c.eval(r).into_owned()).collect();
-            let ty = static_type(&c, &schema).or_else(|| vals.iter().find_map(type_of)).unwrap_or(KustoType::String);
+            let ty = static_type(&c, &schema)
+                .or_else(|| vals.iter().find_map(type_of))
+                .unwrap_or(KustoType::String);
             let at = match schema.iter().position(|col| col.name == name) {
                 Some(j) => {
                     schema[j].ty = ty;
@@ -507,12 +655,27 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        Ok(Rel { columns: schema, rows: rows.into_iter().map(|r| Row::Owned(r.into())).collect() })
+        Ok(Rel {
+            columns: schema,
+            rows: rows.into_iter().map(|r| Row::Owned(r.into())).collect(),
+        })
     }
 
     fn sort(&mut self, rel: Rel<'a>, keys: &'a [SortKey]) -> R<Rel<'a>> {
-        let compiled: Vec<CExpr> = keys.iter().map(|k| self.compile(&k.expr, &rel.columns)).collect::<R<_>>()?;
-        let mut keyed: Vec<(Vec<Value>, Row<'a>)> = rel.rows.into_iter().map(|r| (compiled.iter().map(|c| c.eval(&r).into_owned()).collect(), r)).collect();
+        let compiled: Vec<CExpr> = keys
+            .iter()
+            .map(|k| self.compile(&k.expr, &rel.columns))
+            .collect::<R<_>>()?;
+        let mut keyed: Vec<(Vec<Value>, Row<'a>)> = rel
+            .rows
+            .into_iter()
+            .map(|r| {
+                (
+                    compiled.iter().map(|c| c.eval(&r).into_owned()).collect(),
+                    r,
+                )
+            })
+            .collect();
         keyed.sort_by(|(a, _), (b, _)| {
             for (i, k) in keys.iter().enumerate() {
                 // Nulls first when ascending, last when descending, unless stated
@@ -521,8 +684,20 @@ impl<'a> Ctx<'a> {
                 let (x, y) = (&a[i], &b[i]);
                 let o = match (x.is_null(), y.is_null()) {
                     (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => if nulls_first { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater },
-                    (false, true) => if nulls_first { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Less },
+                    (true, false) => {
+                        if nulls_first {
+                            std::cmp::Ordering::Less
+                        } else {
+                            std::cmp::Ordering::Greater
+                        }
+                    }
+                    (false, true) => {
+                        if nulls_first {
+                            std::cmp::Ordering::Greater
+                        } else {
+                            std::cmp::Ordering::Less
+                        }
+                    }
                     (false, false) => {
                         let o = values::sort_cmp(x, y);
                         if k.asc { o } else { o.reverse() }
@@ -534,7 +709,10 @@ impl<'a> Ctx<'a> {
             }
             std::cmp::Ordering::Equal
         });
-        Ok(Rel { columns: rel.columns, rows: keyed.into_iter().map(|(_, r)| r).collect() })
+        Ok(Rel {
+            columns: rel.columns,
+            rows: keyed.into_iter().map(|(_, r)| r).collect(),
+        })
     }
 
     fn distinct(&mut self, rel: Rel<'a>, columns: &'a [Expr], _pos: Pos) -> R<Rel<'a>> {
@@ -543,18 +721,24 @@ impl<'a> Ctx<'a> {
         } else {
             self.project_items(rel, columns.iter().map(|e| (None, e)).collect())?
         };
-        let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut seen: values::FxMap<u64, Vec<usize>> = values::FxMap::default();
         let mut out: Vec<Row<'a>> = Vec::new();
         for r in rel.rows {
             let h = values::hash_many(r.iter());
             let bucket = seen.entry(h).or_default();
-            if bucket.iter().any(|&i| out[i].iter().zip(r.iter()).all(|(a, b)| key_eq(a, b))) {
+            if bucket
+                .iter()
+                .any(|&i| out[i].iter().zip(r.iter()).all(|(a, b)| key_eq(a, b)))
+            {
                 continue;
             }
             bucket.push(out.len());
             out.push(r);
         }
-        Ok(Rel { columns: rel.columns, rows: out })
+        Ok(Rel {
+            columns: rel.columns,
+            rows: out,
+        })
     }
 
     fn union(&mut self, input: Option<Rel<'a>>, u: &'a Union) -> R<Rel<'a>> {
@@ -593,7 +777,13 @@ impl<'a> Ctx<'a> {
         names.into_iter().filter(|n| wildcard(pattern, n)).collect()
     }
 
-    fn summarize(&mut self, rel: Rel<'a>, aggs: &'a [NamedExpr], by: &'a [NamedExpr], pos: Pos) -> R<Rel<'a>> {
+    fn summarize(
+        &mut self,
+        rel: Rel<'a>,
+        aggs: &'a [NamedExpr],
+        by: &'a [NamedExpr],
+        pos: Pos,
+    ) -> R<Rel<'a>> {
         crate::ops::summarize(self, rel, aggs, by, pos)
     }
 }
@@ -607,7 +797,9 @@ pub(crate) fn wildcard(pattern: &str, name: &str) -> bool {
     let mut rest = name;
     for (i, p) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(p) else { return false };
+            let Some(r) = rest.strip_prefix(p) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(p);
@@ -622,7 +814,12 @@ pub(crate) fn wildcard(pattern: &str, name: &str) -> bool {
 fn matching(columns: &[Column], patterns: &[String], pos: Pos) -> R<Vec<usize>> {
     let mut out = Vec::new();
     for p in patterns {
-        let hits: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| wildcard(p, &c.name)).map(|(i, _)| i).collect();
+        let hits: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| wildcard(p, &c.name))
+            .map(|(i, _)| i)
+            .collect();
         if hits.is_empty() && !p.contains('*') {
             return Err(no_column(pos, p));
         }
@@ -636,26 +833,48 @@ fn matching(columns: &[Column], patterns: &[String], pos: Pos) -> R<Vec<usize>> 
 }
 
 pub(crate) fn no_column(pos: Pos, name: &str) -> KqlError {
-    semantic(pos, format!("Failed to resolve scalar expression named '{name}'"))
+    semantic(
+        pos,
+        format!("Failed to resolve scalar expression named '{name}'"),
+    )
 }
 
 fn select<'a>(rel: Rel<'a>, idx: &[usize]) -> Rel<'a> {
     let columns = idx.iter().map(|&i| rel.columns[i].clone()).collect();
-    let rows = rel.rows.iter().map(|r| Row::Owned(idx.iter().map(|&i| r.get(i).cloned().unwrap_or_default()).collect::<Vec<_>>().into())).collect();
+    let rows = rel
+        .rows
+        .iter()
+        .map(|r| {
+            Row::Owned(
+                idx.iter()
+                    .map(|&i| r.get(i).cloned().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .into(),
+            )
+        })
+        .collect();
     Rel { columns, rows }
 }
 
 /// Builds a relation from computed rows, typing columns without a static type by their values.
-pub(crate) fn finish<'a>(columns: Vec<(String, Option<KustoType>)>, rows: Vec<Vec<Value>>) -> Rel<'a> {
+pub(crate) fn finish<'a>(
+    columns: Vec<(String, Option<KustoType>)>,
+    rows: Vec<Vec<Value>>,
+) -> Rel<'a> {
     let cols = columns
         .into_iter()
         .enumerate()
         .map(|(i, (name, ty))| {
-            let ty = ty.or_else(|| rows.iter().find_map(|r| r.get(i).and_then(type_of))).unwrap_or(KustoType::String);
+            let ty = ty
+                .or_else(|| rows.iter().find_map(|r| r.get(i).and_then(type_of)))
+                .unwrap_or(KustoType::String);
             Column::new(name, ty)
         })
         .collect();
-    Rel { columns: cols, rows: rows.into_iter().map(|r| Row::Owned(r.into())).collect() }
+    Rel {
+        columns: cols,
+        rows: rows.into_iter().map(|r| Row::Owned(r.into())).collect(),
+    }
 }
 
 /// The name Kusto gives an unnamed column: a column's own name, `a_b` for `a.b`, else
@@ -686,19 +905,52 @@ pub(crate) fn static_type(c: &CExpr, schema: &[Column]) -> Option<KustoType> {
     Some(match c {
         CExpr::Col(i) => schema.get(*i)?.ty,
         CExpr::Const(v) => type_of(v)?,
-        CExpr::Str { .. } | CExpr::HasList { .. } | CExpr::Regex { .. } | CExpr::In { .. } | CExpr::Between { .. } => KustoType::Boolean,
-        CExpr::Binary(op, ..) if !matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod) => KustoType::Boolean,
+        CExpr::Str { .. }
+        | CExpr::HasList { .. }
+        | CExpr::Regex { .. }
+        | CExpr::In { .. }
+        | CExpr::Between { .. } => KustoType::Boolean,
+        CExpr::Binary(op, ..)
+            if !matches!(
+                op,
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod
+            ) =>
+        {
+            KustoType::Boolean
+        }
         CExpr::Member(..) | CExpr::Index(..) => KustoType::Object,
         CExpr::Extract { .. } => KustoType::String,
         CExpr::Call(f, _) => match f {
-            F::ToString | F::Strcat | F::StrcatDelim | F::ToLower | F::ToUpper | F::Substring | F::ReplaceString | F::Trim | F::Extract => KustoType::String,
+            F::ToString
+            | F::Strcat
+            | F::StrcatDelim
+            | F::ToLower
+            | F::ToUpper
+            | F::Substring
+            | F::ReplaceString
+            | F::Trim
+            | F::Extract => KustoType::String,
             F::ToInt => KustoType::Int32,
-            F::ToLong | F::Strlen | F::IndexOf | F::ArrayLength | F::ArrayIndexOf | F::DatetimeDiff | F::Hash => KustoType::Int64,
+            F::ToLong
+            | F::Strlen
+            | F::IndexOf
+            | F::ArrayLength
+            | F::ArrayIndexOf
+            | F::DatetimeDiff
+            | F::Hash => KustoType::Int64,
             F::ToReal | F::Round => KustoType::Double,
             F::ToDatetime | F::StartOfDay => KustoType::DateTime,
             F::ToTimespan | F::Dayofweek => KustoType::TimeSpan,
-            F::ToBool | F::IsEmpty | F::IsNotEmpty | F::IsNull | F::IsNotNull | F::Not | F::SetHasElement => KustoType::Boolean,
-            F::ParseJson | F::PackArray | F::Pack | F::Split | F::ArrayConcat | F::BagKeys => KustoType::Object,
+            F::ToBool
+            | F::IsEmpty
+            | F::IsNotEmpty
+            | F::IsNull
+            | F::IsNotNull
+            | F::Not
+            | F::SetHasElement => KustoType::Boolean,
+            F::ParseJson | F::PackArray | F::Pack | F::Split | F::ArrayConcat | F::BagKeys => {
+                KustoType::Object
+            }
             _ => return None,
         },
         _ => return None,
@@ -716,12 +968,15 @@ pub(crate) fn coerce(v: Value, ty: KustoType) -> Value {
         (KustoType::Int32 | KustoType::Int64, v @ Value::Int(_)) => v,
         (KustoType::Int32 | KustoType::Int64, v) => crate::scalar::to_long(&v),
         (KustoType::Double | KustoType::Decimal, Value::Int(i)) => Value::Real(i as f64),
-        (KustoType::DateTime, Value::String(s)) => culprit_model::Timestamp::parse(&s).map(Value::DateTime).unwrap_or(Value::Null),
+        (KustoType::DateTime, Value::String(s)) => crate::values::parse_datetime(&s).map_or(Value::Null, Value::DateTime),
         (_, v) => v,
     }
 }
 
 /// Sets of constants for `in`.
 pub(crate) fn value_set(ci: bool) -> ValueSet {
-    ValueSet { ci, ..ValueSet::default() }
+    ValueSet {
+        ci,
+        ..ValueSet::default()
+    }
 }

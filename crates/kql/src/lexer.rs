@@ -28,9 +28,22 @@ const PUNCTS: &[&str] = &[
 
 /// Operator names written with a hyphen.
 const HYPHENATED: &[&str] = &[
-    "project-away", "project-keep", "project-rename", "project-reorder", "project-smart",
-    "mv-expand", "mv-apply", "make-series", "make-graph", "parse-where", "parse-kv",
-    "top-nested", "top-hitters", "sample-distinct", "graph-match", "graph-merge",
+    "project-away",
+    "project-keep",
+    "project-rename",
+    "project-reorder",
+    "project-smart",
+    "mv-expand",
+    "mv-apply",
+    "make-series",
+    "make-graph",
+    "parse-where",
+    "parse-kv",
+    "top-nested",
+    "top-hitters",
+    "sample-distinct",
+    "graph-match",
+    "graph-merge",
 ];
 
 /// Names whose `(...)` holds raw literal text rather than an expression.
@@ -45,7 +58,13 @@ struct Lexer<'a> {
 }
 
 pub(crate) fn lex(src: &str) -> Result<Vec<Token>, KqlError> {
-    let mut lx = Lexer { src, chars: src.char_indices().collect(), i: 0, line: 1, column: 1 };
+    let mut lx = Lexer {
+        src,
+        chars: src.char_indices().collect(),
+        i: 0,
+        line: 1,
+        column: 1,
+    };
     let mut out = Vec::new();
     loop {
         lx.skip_trivia();
@@ -85,7 +104,11 @@ impl Lexer<'_> {
         self.chars.get(self.i).map_or(self.src.len(), |&(o, _)| o)
     }
     fn err(&self, message: impl Into<String>) -> KqlError {
-        KqlError::Syntax { line: self.line, column: self.column, message: message.into() }
+        KqlError::Syntax {
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+        }
     }
     fn rest_starts_with(&self, s: &str) -> bool {
         self.src[self.offset()..].starts_with(s)
@@ -95,7 +118,10 @@ impl Lexer<'_> {
         loop {
             match self.peek(0) {
                 // Zero-width spaces and byte-order marks come with queries pasted from web pages.
-                Some(c) if c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}' | '\u{200c}' | '\u{200d}') => {
+                Some(c)
+                    if c.is_whitespace()
+                        || matches!(c, '\u{200b}' | '\u{feff}' | '\u{200c}' | '\u{200d}') =>
+                {
                     self.bump();
                 }
                 Some('/') if self.peek(1) == Some('/') => {
@@ -112,7 +138,9 @@ impl Lexer<'_> {
     }
 
     fn next_token(&mut self) -> Result<Tok, KqlError> {
-        let Some(c) = self.peek(0) else { return Ok(Tok::Eof) };
+        let Some(c) = self.peek(0) else {
+            return Ok(Tok::Eof);
+        };
         if c == '"' || c == '\'' {
             return self.string(c);
         }
@@ -129,17 +157,26 @@ impl Lexer<'_> {
             let q = self.peek(0).unwrap_or('"');
             return self.string(q);
         }
-        if (c == 'h' || c == 'H') && self.peek(1) == Some('@') && matches!(self.peek(2), Some('"' | '\'')) {
+        if (c == 'h' || c == 'H')
+            && self.peek(1) == Some('@')
+            && matches!(self.peek(2), Some('"' | '\''))
+        {
             self.bump();
             self.bump();
             return self.verbatim();
         }
-        if c.is_ascii_digit() || (c == '.' && self.peek(1).is_some_and(|d| d.is_ascii_digit()) && self.peek(1) != Some('.')) {
+        if c.is_ascii_digit()
+            || (c == '.'
+                && self.peek(1).is_some_and(|d| d.is_ascii_digit())
+                && self.peek(1) != Some('.'))
+        {
             return Ok(self.number());
         }
         if c == '!' && self.peek(1).is_some_and(|d| d.is_alphabetic()) {
             self.bump();
-            let Tok::Ident(word) = self.ident() else { return Err(self.err("expected a word after '!'")) };
+            let Tok::Ident(word) = self.ident() else {
+                return Err(self.err("expected a word after '!'"));
+            };
             return Ok(Tok::Ident(format!("!{word}")));
         }
         if is_ident_start(c) {
@@ -173,7 +210,9 @@ impl Lexer<'_> {
     }
 
     fn word(&mut self) -> Result<Tok, KqlError> {
-        let Tok::Ident(word) = self.ident() else { return Err(self.err("expected a name")) };
+        let Tok::Ident(word) = self.ident() else {
+            return Err(self.err("expected a name"));
+        };
         if self.peek(0) == Some('-') {
             let rest = &self.src[self.offset()..];
             if let Some(h) = HYPHENATED.iter().find(|h| {
@@ -182,8 +221,12 @@ impl Lexer<'_> {
                 };
                 head.eq_ignore_ascii_case(&word)
                     && !tail.is_empty()
-                    && rest.get(..tail.len()).is_some_and(|r| r.eq_ignore_ascii_case(tail))
-                    && !rest.get(tail.len()..).is_some_and(|r| r.starts_with(is_ident_char))
+                    && rest
+                        .get(..tail.len())
+                        .is_some_and(|r| r.eq_ignore_ascii_case(tail))
+                    && !rest
+                        .get(tail.len()..)
+                        .is_some_and(|r| r.starts_with(is_ident_char))
             }) {
                 for _ in word.len()..h.len() {
                     self.bump();
@@ -236,7 +279,8 @@ impl Lexer<'_> {
         }
         if matches!(self.peek(0), Some('e' | 'E'))
             && (self.peek(1).is_some_and(|c| c.is_ascii_digit())
-                || (matches!(self.peek(1), Some('+' | '-')) && self.peek(2).is_some_and(|c| c.is_ascii_digit())))
+                || (matches!(self.peek(1), Some('+' | '-'))
+                    && self.peek(2).is_some_and(|c| c.is_ascii_digit())))
         {
             self.bump();
             self.bump();
@@ -258,7 +302,11 @@ impl Lexer<'_> {
         loop {
             match self.bump() {
                 None | Some('\n') => {
-                    return Err(KqlError::Syntax { line, column, message: "unterminated string literal".into() });
+                    return Err(KqlError::Syntax {
+                        line,
+                        column,
+                        message: "unterminated string literal".into(),
+                    });
                 }
                 Some(c) if c == quote => return Ok(Tok::Str(out)),
                 Some('\\') => {
@@ -283,7 +331,10 @@ impl Lexer<'_> {
     fn unicode_escape(&mut self) -> Result<char, KqlError> {
         let mut code = 0u32;
         for _ in 0..4 {
-            let d = self.bump().and_then(|c| c.to_digit(16)).ok_or_else(|| self.err("bad \\u escape"))?;
+            let d = self
+                .bump()
+                .and_then(|c| c.to_digit(16))
+                .ok_or_else(|| self.err("bad \\u escape"))?;
             code = code * 16 + d;
         }
         // A surrogate pair, as JSON writes characters beyond the BMP.
@@ -292,7 +343,10 @@ impl Lexer<'_> {
             self.bump();
             let mut low = 0u32;
             for _ in 0..4 {
-                let d = self.bump().and_then(|c| c.to_digit(16)).ok_or_else(|| self.err("bad \\u escape"))?;
+                let d = self
+                    .bump()
+                    .and_then(|c| c.to_digit(16))
+                    .ok_or_else(|| self.err("bad \\u escape"))?;
                 low = low * 16 + d;
             }
             code = 0x10000 + ((code - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF);
@@ -307,7 +361,11 @@ impl Lexer<'_> {
         loop {
             match self.bump() {
                 None | Some('\n') => {
-                    return Err(KqlError::Syntax { line, column, message: "unterminated verbatim string literal".into() });
+                    return Err(KqlError::Syntax {
+                        line,
+                        column,
+                        message: "unterminated verbatim string literal".into(),
+                    });
                 }
                 Some(c) if c == quote => {
                     if self.peek(0) == Some(quote) {
@@ -338,6 +396,10 @@ impl Lexer<'_> {
             }
             self.bump();
         }
-        Err(KqlError::Syntax { line, column, message: "unterminated ``` string literal".into() })
+        Err(KqlError::Syntax {
+            line,
+            column,
+            message: "unterminated ``` string literal".into(),
+        })
     }
 }

@@ -5,16 +5,16 @@
 //! with Kusto's semantics (learn.microsoft.com/en-us/kusto/query/).
 
 pub mod ast;
-pub mod corpus;
 mod compile;
+pub mod corpus;
 mod eval;
 mod lexer;
 mod ops;
 mod parser;
-mod scalar;
-mod values;
 pub mod printer;
+mod scalar;
 pub mod schema;
+mod values;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,11 +25,23 @@ pub use culprit_model::{Column, KustoType, Table, Timestamp, Value};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KqlError {
     #[error("syntax error at {line}:{column}: {message}")]
-    Syntax { line: u32, column: u32, message: String },
+    Syntax {
+        line: u32,
+        column: u32,
+        message: String,
+    },
     #[error("unsupported operator {operator} at {line}:{column}")]
-    Unsupported { operator: String, line: u32, column: u32 },
+    Unsupported {
+        operator: String,
+        line: u32,
+        column: u32,
+    },
     #[error("semantic error at {line}:{column}: {message}")]
-    Semantic { line: u32, column: u32, message: String },
+    Semantic {
+        line: u32,
+        column: u32,
+        message: String,
+    },
 }
 
 impl KqlError {
@@ -73,12 +85,19 @@ impl Database {
         entries.sort_by_key(|e| e.path());
         for e in entries {
             let path = e.path();
-            let (Some(stem), Some("jsonl")) = (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str())) else {
+            let (Some(stem), Some("jsonl")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
                 continue;
             };
             let text = std::fs::read_to_string(&path)?;
-            let table = table_from_jsonl(stem, &text)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            let table = table_from_jsonl(stem, &text).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
             db.insert(stem, table);
         }
         Ok(db)
@@ -182,7 +201,9 @@ fn infer_columns(objects: &[serde_json::Map<String, serde_json::Value>]) -> Vec<
                 serde_json::Value::Bool(_) => KustoType::Boolean,
                 serde_json::Value::Number(n) if n.is_i64() => KustoType::Int64,
                 serde_json::Value::Number(_) => KustoType::Double,
-                serde_json::Value::String(s) if Timestamp::parse(s).is_ok() && s.len() >= 19 => KustoType::DateTime,
+                serde_json::Value::String(s) if s.len() >= 19 && values::parse_datetime(s).is_some() => {
+                    KustoType::DateTime
+                }
                 serde_json::Value::String(_) => KustoType::String,
                 _ => KustoType::Object,
             };

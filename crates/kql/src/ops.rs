@@ -1,15 +1,17 @@
 //! The larger tabular operators: summarize, join, union, mv-expand.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use culprit_model::{Column, KustoType, Value};
 
+use crate::KqlError;
 use crate::ast::*;
 use crate::compile::AGGREGATES;
-use crate::KqlError;
-use crate::eval::{Ctx, R, Rel, Row, coerce, default_name, finish, no_column, null_of, semantic, static_type};
+use crate::eval::{
+    Ctx, R, Rel, Row, coerce, default_name, finish, no_column, null_of, semantic, static_type,
+};
 use crate::scalar::CExpr;
-use crate::values::{compare, hash_many, hash_one, key_eq, to_json};
+use crate::values::{FxMap, FxSet, compare, hash_many, hash_one, key_eq, to_json};
 
 // ---- summarize ----
 
@@ -65,7 +67,10 @@ fn agg_kind(name: &str) -> Option<AggKind> {
 
 /// The column name Kusto gives an unnamed aggregate (`count_`, `dcount_DeviceId`, ...).
 fn agg_name(name: &str, args: &[Expr]) -> String {
-    let arg = args.first().map(|a| default_name(a, "", 0)).unwrap_or_default();
+    let arg = args
+        .first()
+        .map(|a| default_name(a, "", 0))
+        .unwrap_or_default();
     match name {
         "count" => "count_".to_owned(),
         "countif" => "countif_".to_owned(),
@@ -88,8 +93,8 @@ struct AggSpec {
 #[derive(Clone, Debug)]
 enum State {
     Count(i64),
-    DCount(HashSet<u64>),
-    Set(Vec<serde_json::Value>, HashSet<u64>),
+    DCount(FxSet<u64>),
+    Set(Vec<serde_json::Value>, FxSet<u64>),
     List(Vec<serde_json::Value>),
     Extreme(Option<Value>),
     Sum(Option<Value>),
@@ -102,8 +107,8 @@ impl AggSpec {
     fn init(&self) -> State {
         match self.kind {
             AggKind::Count | AggKind::CountIf => State::Count(0),
-            AggKind::DCount | AggKind::DCountIf => State::DCount(HashSet::new()),
-            AggKind::MakeSet | AggKind::MakeSetIf => State::Set(Vec::new(), HashSet::new()),
+            AggKind::DCount | AggKind::DCountIf => State::DCount(FxSet::default()),
+            AggKind::MakeSet | AggKind::MakeSetIf => State::Set(Vec::new(), FxSet::default()),
             AggKind::MakeList | AggKind::MakeListIf => State::List(Vec::new()),
             AggKind::Min | AggKind::Max | AggKind::MinIf | AggKind::MaxIf => State::Extreme(None),
             AggKind::Sum | AggKind::SumIf => State::Sum(None),
@@ -117,22 +122,31 @@ impl AggSpec {
     fn pred_index(&self) -> Option<usize> {
         match self.kind {
             AggKind::CountIf => Some(0),
-            AggKind::DCountIf | AggKind::MakeSetIf | AggKind::MakeListIf | AggKind::MinIf | AggKind::MaxIf | AggKind::SumIf | AggKind::AvgIf | AggKind::TakeAnyIf => Some(1),
+            AggKind::DCountIf
+            | AggKind::MakeSetIf
+            | AggKind::MakeListIf
+            | AggKind::MinIf
+            | AggKind::MaxIf
+            | AggKind::SumIf
+            | AggKind::AvgIf
+            | AggKind::TakeAnyIf => Some(1),
             _ => None,
         }
     }
 
     fn update(&self, st: &mut State, row: &[Value]) {
-        if let Some(p) = self.pred_index() {
-            if !self.args.get(p).is_some_and(|c| c.test(row)) {
-                return;
-            }
+        if let Some(p) = self.pred_index()
+            && !self.args.get(p).is_some_and(|c| c.test(row))
+        {
+            return;
         }
         if let State::Count(n) = st {
             *n += 1;
             return;
         }
-        let Some(first) = self.args.first() else { return };
+        let Some(first) = self.args.first() else {
+            return;
+        };
         let v = first.eval(row);
         match st {
             State::Count(_) => {}
@@ -152,7 +166,11 @@ impl AggSpec {
                 }
             }
             State::Extreme(cur) => {
-                let want = if matches!(self.kind, AggKind::Min | AggKind::MinIf) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater };
+                let want = if matches!(self.kind, AggKind::Min | AggKind::MinIf) {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                };
                 if !v.is_null() && cur.as_ref().is_none_or(|c| compare(&v, c) == Some(want)) {
                     *cur = Some(v.into_owned());
                 }
@@ -177,9 +195,21 @@ impl AggSpec {
                 }
             }
             State::Arg(cur) => {
-                let want = if self.kind == AggKind::ArgMin { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater };
-                if !v.is_null() && cur.as_ref().is_none_or(|(c, _)| compare(&v, c) == Some(want)) {
-                    let cols = self.cols.iter().map(|&i| row.get(i).cloned().unwrap_or_default()).collect();
+                let want = if self.kind == AggKind::ArgMin {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                };
+                if !v.is_null()
+                    && cur
+                        .as_ref()
+                        .is_none_or(|(c, _)| compare(&v, c) == Some(want))
+                {
+                    let cols = self
+                        .cols
+                        .iter()
+                        .map(|&i| row.get(i).cloned().unwrap_or_default())
+                        .collect();
                     *cur = Some((v.into_owned(), cols));
                 }
             }
@@ -191,9 +221,17 @@ fn result(st: &State) -> Value {
     match st {
         State::Count(n) => Value::Int(*n),
         State::DCount(s) => Value::Int(s.len() as i64),
-        State::Set(items, _) | State::List(items) => Value::Dynamic(serde_json::Value::Array(items.clone())),
+        State::Set(items, _) | State::List(items) => {
+            Value::Dynamic(serde_json::Value::Array(items.clone()))
+        }
         State::Extreme(v) | State::Sum(v) | State::Any(v) => v.clone().unwrap_or_default(),
-        State::Avg(s, n) => if *n == 0 { Value::Null } else { Value::Real(s / *n as f64) },
+        State::Avg(s, n) => {
+            if *n == 0 {
+                Value::Null
+            } else {
+                Value::Real(s / *n as f64)
+            }
+        }
         State::Arg(v) => v.as_ref().map(|(x, _)| x.clone()).unwrap_or_default(),
     }
 }
@@ -212,13 +250,24 @@ struct SummarizePlan {
 
 impl<'a> Ctx<'a> {
     /// Compiles an aggregate expression: aggregate calls become references to their results.
-    fn compile_agg(&mut self, e: &'a Expr, schema: &[Column], plan: &mut SummarizePlan, pos: Pos) -> R<CExpr> {
+    fn compile_agg(
+        &mut self,
+        e: &'a Expr,
+        schema: &[Column],
+        plan: &mut SummarizePlan,
+        pos: Pos,
+    ) -> R<CExpr> {
         let outer = self.pending_aggs.replace(Vec::new());
         let post = self.compile(e, &[]);
         let found = std::mem::replace(&mut self.pending_aggs, outer).unwrap_or_default();
         let post = post.map_err(|err| match (&err, e) {
-            (KqlError::Semantic { message, .. }, _) if message.starts_with("Failed to resolve scalar") => {
-                semantic(pos, format!("{message}: outside an aggregate, summarize can use only constants"))
+            (KqlError::Semantic { message, .. }, _)
+                if message.starts_with("Failed to resolve scalar") =>
+            {
+                semantic(
+                    pos,
+                    format!("{message}: outside an aggregate, summarize can use only constants"),
+                )
             }
             _ => err,
         })?;
@@ -231,22 +280,48 @@ impl<'a> Ctx<'a> {
         Ok(shift_cols(post, base))
     }
 
-    fn agg_spec(&mut self, name: &str, args: &'a [Expr], schema: &[Column], by_names: &[String], pos: Pos) -> R<AggSpec> {
+    fn agg_spec(
+        &mut self,
+        name: &str,
+        args: &'a [Expr],
+        schema: &[Column],
+        by_names: &[String],
+        pos: Pos,
+    ) -> R<AggSpec> {
         let kind = agg_kind(name).ok_or_else(|| crate::eval::unsupported(pos, name))?;
-        let mut spec = AggSpec { kind, args: Vec::new(), limit: 1_048_576, cols: Vec::new() };
+        let mut spec = AggSpec {
+            kind,
+            args: Vec::new(),
+            limit: 1_048_576,
+            cols: Vec::new(),
+        };
         let n_value_args = match kind {
             AggKind::Count => 0,
-            AggKind::CountIf | AggKind::TakeAny | AggKind::DCount | AggKind::Min | AggKind::Max | AggKind::Sum | AggKind::Avg | AggKind::ArgMax | AggKind::ArgMin => 1,
+            AggKind::CountIf
+            | AggKind::TakeAny
+            | AggKind::DCount
+            | AggKind::Min
+            | AggKind::Max
+            | AggKind::Sum
+            | AggKind::Avg
+            | AggKind::ArgMax
+            | AggKind::ArgMin => 1,
             AggKind::MakeSet | AggKind::MakeList => 1,
             _ => 2,
         };
         for a in args.iter().take(n_value_args) {
             spec.args.push(self.compile(a, schema)?);
         }
-        if matches!(kind, AggKind::MakeSet | AggKind::MakeList | AggKind::MakeSetIf | AggKind::MakeListIf) {
-            if let Some(l) = args.get(n_value_args) {
-                spec.limit = self.const_scalar(l)?.as_i64().and_then(|l| usize::try_from(l).ok()).unwrap_or(spec.limit);
-            }
+        if matches!(
+            kind,
+            AggKind::MakeSet | AggKind::MakeList | AggKind::MakeSetIf | AggKind::MakeListIf
+        ) && let Some(l) = args.get(n_value_args)
+        {
+            spec.limit = self
+                .const_scalar(l)?
+                .as_i64()
+                .and_then(|l| usize::try_from(l).ok())
+                .unwrap_or(spec.limit);
         }
         if matches!(kind, AggKind::ArgMax | AggKind::ArgMin) {
             let first_col = match args.first() {
@@ -255,9 +330,23 @@ impl<'a> Ctx<'a> {
             };
             for a in args.iter().skip(1) {
                 match a {
-                    Expr::Star => spec.cols.extend((0..schema.len()).filter(|&i| Some(i) != first_col && !by_names.contains(&schema[i].name))),
-                    Expr::Name(n) => spec.cols.push(schema.iter().position(|c| &c.name == n).ok_or_else(|| no_column(pos, n))?),
-                    _ => return Err(semantic(pos, format!("{name} returns columns by name or '*'"))),
+                    Expr::Star => {
+                        spec.cols.extend((0..schema.len()).filter(|&i| {
+                            Some(i) != first_col && !by_names.contains(&schema[i].name)
+                        }))
+                    }
+                    Expr::Name(n) => spec.cols.push(
+                        schema
+                            .iter()
+                            .position(|c| &c.name == n)
+                            .ok_or_else(|| no_column(pos, n))?,
+                    ),
+                    _ => {
+                        return Err(semantic(
+                            pos,
+                            format!("{name} returns columns by name or '*'"),
+                        ));
+                    }
                 }
             }
         }
@@ -267,46 +356,77 @@ impl<'a> Ctx<'a> {
 
 fn agg_type(spec: &AggSpec, schema: &[Column]) -> Option<KustoType> {
     match spec.kind {
-        AggKind::Count | AggKind::CountIf | AggKind::DCount | AggKind::DCountIf => Some(KustoType::Int64),
-        AggKind::MakeSet | AggKind::MakeSetIf | AggKind::MakeList | AggKind::MakeListIf => Some(KustoType::Object),
+        AggKind::Count | AggKind::CountIf | AggKind::DCount | AggKind::DCountIf => {
+            Some(KustoType::Int64)
+        }
+        AggKind::MakeSet | AggKind::MakeSetIf | AggKind::MakeList | AggKind::MakeListIf => {
+            Some(KustoType::Object)
+        }
         AggKind::Avg | AggKind::AvgIf => Some(KustoType::Double),
         _ => spec.args.first().and_then(|a| static_type(a, schema)),
     }
 }
 
-pub(crate) fn summarize<'a>(ctx: &mut Ctx<'a>, rel: Rel<'a>, aggs: &'a [NamedExpr], by: &'a [NamedExpr], pos: Pos) -> R<Rel<'a>> {
+pub(crate) fn summarize<'a>(
+    ctx: &mut Ctx<'a>,
+    rel: Rel<'a>,
+    aggs: &'a [NamedExpr],
+    by: &'a [NamedExpr],
+    pos: Pos,
+) -> R<Rel<'a>> {
     let schema = rel.columns.clone();
     let mut by_exprs = Vec::new();
     let mut by_cols = Vec::new();
     for (i, ne) in by.iter().enumerate() {
         let c = ctx.compile(&ne.expr, &schema)?;
         let name = ne.name.clone().unwrap_or_else(|| match &ne.expr {
-            Expr::Call { name, args, .. } if matches!(name.as_str(), "bin" | "floor") => default_name(args.first().unwrap_or(&ne.expr), "Column", i + 1),
+            Expr::Call { name, args, .. } if matches!(name.as_str(), "bin" | "floor") => {
+                default_name(args.first().unwrap_or(&ne.expr), "Column", i + 1)
+            }
             e => default_name(e, "Column", i + 1),
         });
         by_cols.push((name, static_type(&c, &schema)));
         by_exprs.push(c);
     }
     let by_names: Vec<String> = by_cols.iter().map(|(n, _)| n.clone()).collect();
-    let mut plan = SummarizePlan { specs: Vec::new(), spec_types: Vec::new(), outputs: Vec::new() };
+    let mut plan = SummarizePlan {
+        specs: Vec::new(),
+        spec_types: Vec::new(),
+        outputs: Vec::new(),
+    };
     for ne in aggs {
         match &ne.expr {
-            Expr::Call { name, args, pos } if matches!(name.as_str(), "arg_max" | "arg_min" | "argmax" | "argmin") => {
+            Expr::Call { name, args, pos }
+                if matches!(name.as_str(), "arg_max" | "arg_min" | "argmax" | "argmin") =>
+            {
                 let spec = ctx.agg_spec(name, args, &schema, &by_names, *pos)?;
                 let j = plan.specs.len();
                 // `(A, B) = arg_max(x, y)` names the columns in order.
                 let tuple: Vec<String> = match &ne.name {
-                    Some(n) if n.starts_with('(') => n.trim_matches(|c| c == '(' || c == ')').split(", ").map(str::to_owned).collect(),
+                    Some(n) if n.starts_with('(') => n
+                        .trim_matches(|c| c == '(' || c == ')')
+                        .split(", ")
+                        .map(str::to_owned)
+                        .collect(),
                     _ => Vec::new(),
                 };
-                let first_name = tuple.first().cloned().or_else(|| ne.name.clone()).unwrap_or_else(|| match args.first() {
-                    Some(Expr::Name(n)) => n.clone(),
-                    _ => agg_name(name, args),
-                });
-                plan.outputs.push((first_name, OutSrc::ArgPart(j, 0), agg_type(&spec, &schema)));
+                let first_name = tuple
+                    .first()
+                    .cloned()
+                    .or_else(|| ne.name.clone())
+                    .unwrap_or_else(|| match args.first() {
+                        Some(Expr::Name(n)) => n.clone(),
+                        _ => agg_name(name, args),
+                    });
+                plan.outputs
+                    .push((first_name, OutSrc::ArgPart(j, 0), agg_type(&spec, &schema)));
                 for (k, &c) in spec.cols.iter().enumerate() {
-                    let col_name = tuple.get(k + 1).cloned().unwrap_or_else(|| schema[c].name.clone());
-                    plan.outputs.push((col_name, OutSrc::ArgPart(j, k + 1), Some(schema[c].ty)));
+                    let col_name = tuple
+                        .get(k + 1)
+                        .cloned()
+                        .unwrap_or_else(|| schema[c].name.clone());
+                    plan.outputs
+                        .push((col_name, OutSrc::ArgPart(j, k + 1), Some(schema[c].ty)));
                 }
                 plan.spec_types.push(None);
                 plan.specs.push(spec);
@@ -326,14 +446,17 @@ pub(crate) fn summarize<'a>(ctx: &mut Ctx<'a>, rel: Rel<'a>, aggs: &'a [NamedExp
         }
     }
     // Groups in first-seen order; a hash picks the bucket, values confirm the match.
-    let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut buckets: FxMap<u64, Vec<usize>> = FxMap::default();
     let mut keys: Vec<Vec<Value>> = Vec::new();
     let mut states: Vec<Vec<State>> = Vec::new();
     for r in &rel.rows {
         let kv: Vec<std::borrow::Cow<'_, Value>> = by_exprs.iter().map(|c| c.eval(r)).collect();
         let h = hash_many(kv.iter().map(|v| &**v));
         let bucket = buckets.entry(h).or_default();
-        let g = match bucket.iter().find(|&&g| keys[g].iter().zip(&kv).all(|(a, b)| key_eq(a, b))) {
+        let g = match bucket
+            .iter()
+            .find(|&&g| keys[g].iter().zip(&kv).all(|(a, b)| key_eq(a, b)))
+        {
             Some(&g) => g,
             None => {
                 keys.push(kv.iter().map(|v| (**v).clone()).collect());
@@ -364,7 +487,9 @@ pub(crate) fn summarize<'a>(ctx: &mut Ctx<'a>, rel: Rel<'a>, aggs: &'a [NamedExp
                     OutSrc::Post(c) => c.eval(&results).into_owned(),
                     OutSrc::ArgPart(j, 0) => results.get(*j).cloned().unwrap_or_default(),
                     OutSrc::ArgPart(j, k) => match st.get(*j) {
-                        Some(State::Arg(Some((_, cols)))) => cols.get(k - 1).cloned().unwrap_or_default(),
+                        Some(State::Arg(Some((_, cols)))) => {
+                            cols.get(k - 1).cloned().unwrap_or_default()
+                        }
                         _ => Value::Null,
                     },
                 });
@@ -391,7 +516,12 @@ fn dedupe_names(mut rel: Rel<'_>) -> Rel<'_> {
 
 // ---- join ----
 
-fn key_indices(left: &Rel<'_>, right: &Rel<'_>, on: &[JoinOn], pos: Pos) -> R<(Vec<usize>, Vec<usize>)> {
+fn key_indices(
+    left: &Rel<'_>,
+    right: &Rel<'_>,
+    on: &[JoinOn],
+    pos: Pos,
+) -> R<(Vec<usize>, Vec<usize>)> {
     let mut l = Vec::new();
     let mut r = Vec::new();
     for c in on {
@@ -407,14 +537,23 @@ fn key_indices(left: &Rel<'_>, right: &Rel<'_>, on: &[JoinOn], pos: Pos) -> R<(V
 
 /// Joins per https://learn.microsoft.com/en-us/kusto/query/join-operator: the default
 /// `innerunique` keeps one left row per key before an inner join.
-pub(crate) fn join<'a>(left: Rel<'a>, right: Rel<'a>, kind: JoinKind, on: &[JoinOn], pos: Pos) -> R<Rel<'a>> {
+pub(crate) fn join<'a>(
+    left: Rel<'a>,
+    right: Rel<'a>,
+    kind: JoinKind,
+    on: &[JoinOn],
+    pos: Pos,
+) -> R<Rel<'a>> {
     let (lk, rk) = key_indices(&left, &right, on, pos)?;
     let key_of = |row: &[Value], idx: &[usize]| -> Option<Vec<Value>> {
-        let k: Vec<Value> = idx.iter().map(|&i| row.get(i).cloned().unwrap_or_default()).collect();
+        let k: Vec<Value> = idx
+            .iter()
+            .map(|&i| row.get(i).cloned().unwrap_or_default())
+            .collect();
         // Null keys match nothing.
         (!k.iter().any(Value::is_null)).then_some(k)
     };
-    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut index: FxMap<u64, Vec<usize>> = FxMap::default();
     let right_keys: Vec<Option<Vec<Value>>> = right.rows.iter().map(|r| key_of(r, &rk)).collect();
     for (i, k) in right_keys.iter().enumerate() {
         if let Some(k) = k {
@@ -425,17 +564,28 @@ pub(crate) fn join<'a>(left: Rel<'a>, right: Rel<'a>, kind: JoinKind, on: &[Join
         let Some(k) = k else { return Vec::new() };
         index
             .get(&hash_many(k.iter()))
-            .map(|c| c.iter().copied().filter(|&j| right_keys[j].as_ref().is_some_and(|rk2| rk2.iter().zip(k).all(|(a, b)| key_eq(a, b)))).collect())
+            .map(|c| {
+                c.iter()
+                    .copied()
+                    .filter(|&j| {
+                        right_keys[j]
+                            .as_ref()
+                            .is_some_and(|rk2| rk2.iter().zip(k).all(|(a, b)| key_eq(a, b)))
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut left = left;
     if kind == JoinKind::InnerUnique {
-        let mut seen: HashMap<u64, Vec<Vec<Value>>> = HashMap::new();
+        let mut seen: FxMap<u64, Vec<Vec<Value>>> = FxMap::default();
         left.rows.retain(|r| match key_of(r, &lk) {
             None => true,
             Some(k) => {
                 let b = seen.entry(hash_many(k.iter())).or_default();
-                if b.iter().any(|o| o.iter().zip(&k).all(|(a, c)| key_eq(a, c))) {
+                if b.iter()
+                    .any(|o| o.iter().zip(&k).all(|(a, c)| key_eq(a, c)))
+                {
                     false
                 } else {
                     b.push(k);
@@ -444,18 +594,37 @@ pub(crate) fn join<'a>(left: Rel<'a>, right: Rel<'a>, kind: JoinKind, on: &[Join
             }
         });
     }
-    let left_matches: Vec<Vec<usize>> = left.rows.iter().map(|r| matches(&key_of(r, &lk))).collect();
+    let left_matches: Vec<Vec<usize>> =
+        left.rows.iter().map(|r| matches(&key_of(r, &lk))).collect();
     match kind {
         JoinKind::LeftSemi | JoinKind::LeftAnti => {
             let keep = kind == JoinKind::LeftSemi;
-            let rows = left.rows.into_iter().zip(&left_matches).filter(|(_, m)| m.is_empty() != keep).map(|(r, _)| r).collect();
-            return Ok(Rel { columns: left.columns, rows });
+            let rows = left
+                .rows
+                .into_iter()
+                .zip(&left_matches)
+                .filter(|(_, m)| m.is_empty() != keep)
+                .map(|(r, _)| r)
+                .collect();
+            return Ok(Rel {
+                columns: left.columns,
+                rows,
+            });
         }
         JoinKind::RightSemi | JoinKind::RightAnti => {
             let hit: HashSet<usize> = left_matches.iter().flatten().copied().collect();
             let keep = kind == JoinKind::RightSemi;
-            let rows = right.rows.into_iter().enumerate().filter(|(i, _)| hit.contains(i) == keep).map(|(_, r)| r).collect();
-            return Ok(Rel { columns: right.columns, rows });
+            let rows = right
+                .rows
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| hit.contains(i) == keep)
+                .map(|(_, r)| r)
+                .collect();
+            return Ok(Rel {
+                columns: right.columns,
+                rows,
+            });
         }
         _ => {}
     }
@@ -471,7 +640,9 @@ pub(crate) fn join<'a>(left: Rel<'a>, right: Rel<'a>, kind: JoinKind, on: &[Join
     }
     let left_nulls: Vec<Value> = left.columns.iter().map(|c| null_of(c.ty)).collect();
     let right_nulls: Vec<Value> = right.columns.iter().map(|c| null_of(c.ty)).collect();
-    let glue = |a: &[Value], b: &[Value]| Row::Owned(a.iter().chain(b).cloned().collect::<Vec<_>>().into());
+    let glue = |a: &[Value], b: &[Value]| {
+        Row::Owned(a.iter().chain(b).cloned().collect::<Vec<_>>().into())
+    };
     let mut rows = Vec::new();
     let mut right_hit = vec![false; right.rows.len()];
     for (l, m) in left.rows.iter().zip(&left_matches) {
@@ -498,7 +669,11 @@ pub(crate) fn join<'a>(left: Rel<'a>, right: Rel<'a>, kind: JoinKind, on: &[Join
 /// An outer union by column name, first-seen order, missing cells null
 /// (https://learn.microsoft.com/en-us/kusto/query/union-operator). A name seen with two types
 /// becomes two columns, `name_type`.
-pub(crate) fn union_all<'a>(parts: Vec<(String, Rel<'a>)>, withsource: Option<&str>, inner: bool) -> Rel<'a> {
+pub(crate) fn union_all<'a>(
+    parts: Vec<(String, Rel<'a>)>,
+    withsource: Option<&str>,
+    inner: bool,
+) -> Rel<'a> {
     let mut columns: Vec<Column> = Vec::new();
     if let Some(w) = withsource {
         columns.push(Column::new(w, KustoType::String));
@@ -510,7 +685,10 @@ pub(crate) fn union_all<'a>(parts: Vec<(String, Rel<'a>)>, withsource: Option<&s
             .columns
             .iter()
             .map(|c| {
-                let same = columns.iter().skip(offset).position(|x| x.name == c.name && x.ty == c.ty);
+                let same = columns
+                    .iter()
+                    .skip(offset)
+                    .position(|x| x.name == c.name && x.ty == c.ty);
                 let typed = format!("{}_{}", c.name, kql_type_name(c.ty));
                 match same {
                     Some(i) => i + offset,
@@ -531,7 +709,9 @@ pub(crate) fn union_all<'a>(parts: Vec<(String, Rel<'a>)>, withsource: Option<&s
         maps.push(map);
     }
     let keep: Vec<usize> = if inner {
-        (0..columns.len()).filter(|&i| i < offset || maps.iter().all(|m| m.contains(&i))).collect()
+        (0..columns.len())
+            .filter(|&i| i < offset || maps.iter().all(|m| m.contains(&i)))
+            .collect()
     } else {
         (0..columns.len()).collect()
     };
@@ -545,10 +725,18 @@ pub(crate) fn union_all<'a>(parts: Vec<(String, Rel<'a>)>, withsource: Option<&s
             for (v, &i) in r.iter().zip(map) {
                 out[i] = v.clone();
             }
-            rows.push(Row::Owned(keep.iter().map(|&i| std::mem::take(&mut out[i])).collect::<Vec<_>>().into()));
+            rows.push(Row::Owned(
+                keep.iter()
+                    .map(|&i| std::mem::take(&mut out[i]))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ));
         }
     }
-    Rel { columns: keep.iter().map(|&i| columns[i].clone()).collect(), rows }
+    Rel {
+        columns: keep.iter().map(|&i| columns[i].clone()).collect(),
+        rows,
+    }
 }
 
 fn kql_type_name(t: KustoType) -> &'static str {
@@ -570,16 +758,31 @@ fn kql_type_name(t: KustoType) -> &'static str {
 
 /// Expands arrays and bags into rows, in parallel across items; a null expands to one row
 /// and an empty array to none (https://learn.microsoft.com/en-us/kusto/query/mv-expand-operator).
-pub(crate) fn mv_expand<'a>(ctx: &mut Ctx<'a>, rel: Rel<'a>, params: &[(String, String)], items: &'a [MvExpandItem], limit: Option<usize>) -> R<Rel<'a>> {
-    let bag_as_array = params.iter().any(|(k, v)| (k == "bagexpansion" || k == "kind") && v == "array");
-    let index_col = params.iter().find(|(k, _)| k == "with_itemindex").map(|(_, v)| v.clone());
+pub(crate) fn mv_expand<'a>(
+    ctx: &mut Ctx<'a>,
+    rel: Rel<'a>,
+    params: &[(String, String)],
+    items: &'a [MvExpandItem],
+    limit: Option<usize>,
+) -> R<Rel<'a>> {
+    let bag_as_array = params
+        .iter()
+        .any(|(k, v)| (k == "bagexpansion" || k == "kind") && v == "array");
+    let index_col = params
+        .iter()
+        .find(|(k, _)| k == "with_itemindex")
+        .map(|(_, v)| v.clone());
     let mut columns = rel.columns.clone();
     let mut plan = Vec::new();
     for (n, it) in items.iter().enumerate() {
         let c = ctx.compile(&it.expr, &rel.columns)?;
-        let name = it.name.clone().unwrap_or_else(|| default_name(&it.expr, "Column", n + 1));
+        let name = it
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&it.expr, "Column", n + 1));
         let ty = match &it.to_type {
-            Some(t) => KustoType::from_name(t).ok_or_else(|| semantic(Pos::default(), format!("unknown type '{t}'")))?,
+            Some(t) => KustoType::from_name(t)
+                .ok_or_else(|| semantic(Pos::default(), format!("unknown type '{t}'")))?,
             None => KustoType::Object,
         };
         let at = match columns.iter().position(|c| c.name == name) {
@@ -600,8 +803,16 @@ pub(crate) fn mv_expand<'a>(ctx: &mut Ctx<'a>, rel: Rel<'a>, params: &[(String, 
     let width = columns.len();
     let mut rows = Vec::new();
     for r in &rel.rows {
-        let expanded: Vec<Vec<Value>> = plan.iter().map(|(c, _, _)| elements(&c.eval(r), bag_as_array)).collect();
-        let n = expanded.iter().map(Vec::len).max().unwrap_or(0).min(limit.unwrap_or(usize::MAX));
+        let expanded: Vec<Vec<Value>> = plan
+            .iter()
+            .map(|(c, _, _)| elements(&c.eval(r), bag_as_array))
+            .collect();
+        let n = expanded
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .min(limit.unwrap_or(usize::MAX));
         for k in 0..n {
             let mut out = r.to_vec();
             out.resize(width, Value::Null);
@@ -646,7 +857,6 @@ fn elements(v: &Value, bag_as_array: bool) -> Vec<Value> {
     }
 }
 
-
 /// Moves aggregate-result references of one expression past the aggregates of earlier ones.
 fn shift_cols(c: CExpr, base: usize) -> CExpr {
     let s = |b: Box<CExpr>| Box::new(shift_cols(*b, base));
@@ -654,15 +864,67 @@ fn shift_cols(c: CExpr, base: usize) -> CExpr {
         CExpr::Col(i) => CExpr::Col(i + base),
         CExpr::Binary(op, l, r) => CExpr::Binary(op, s(l), s(r)),
         CExpr::Neg(e) => CExpr::Neg(s(e)),
-        CExpr::Str { kind, negated, cs, left, right } => CExpr::Str { kind, negated, cs, left: s(left), right: s(right) },
-        CExpr::HasList { all, negated, left, items } => CExpr::HasList { all, negated, left: s(left), items: items.into_iter().map(|i| shift_cols(i, base)).collect() },
-        CExpr::Regex { negated, left, re } => CExpr::Regex { negated, left: s(left), re: re.map_err(s) },
-        CExpr::In { expr, negated, set, rows } => CExpr::In { expr: s(expr), negated, set, rows: rows.into_iter().map(|i| shift_cols(i, base)).collect() },
-        CExpr::Between { expr, negated, low, high } => CExpr::Between { expr: s(expr), negated, low: s(low), high: s(high) },
+        CExpr::Str {
+            kind,
+            negated,
+            cs,
+            left,
+            right,
+        } => CExpr::Str {
+            kind,
+            negated,
+            cs,
+            left: s(left),
+            right: s(right),
+        },
+        CExpr::HasList {
+            all,
+            negated,
+            left,
+            items,
+        } => CExpr::HasList {
+            all,
+            negated,
+            left: s(left),
+            items: items.into_iter().map(|i| shift_cols(i, base)).collect(),
+        },
+        CExpr::Regex { negated, left, re } => CExpr::Regex {
+            negated,
+            left: s(left),
+            re: re.map_err(s),
+        },
+        CExpr::In {
+            expr,
+            negated,
+            set,
+            rows,
+        } => CExpr::In {
+            expr: s(expr),
+            negated,
+            set,
+            rows: rows.into_iter().map(|i| shift_cols(i, base)).collect(),
+        },
+        CExpr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => CExpr::Between {
+            expr: s(expr),
+            negated,
+            low: s(low),
+            high: s(high),
+        },
         CExpr::Member(e, n) => CExpr::Member(s(e), n),
         CExpr::Index(a, b) => CExpr::Index(s(a), s(b)),
-        CExpr::Call(f, args) => CExpr::Call(f, args.into_iter().map(|i| shift_cols(i, base)).collect()),
-        CExpr::Extract { re, group, text } => CExpr::Extract { re, group, text: s(text) },
+        CExpr::Call(f, args) => {
+            CExpr::Call(f, args.into_iter().map(|i| shift_cols(i, base)).collect())
+        }
+        CExpr::Extract { re, group, text } => CExpr::Extract {
+            re,
+            group,
+            text: s(text),
+        },
         c @ CExpr::Const(_) => c,
     }
 }
@@ -672,8 +934,13 @@ fn first_agg(e: &Expr) -> Option<(&str, &[Expr])> {
     match e {
         Expr::Call { name, args, .. } if AGGREGATES.contains(&name.as_str()) => Some((name, args)),
         Expr::Call { args, .. } => args.iter().find_map(first_agg),
-        Expr::Binary { left, right, .. } | Expr::StrOp { left, right, .. } => first_agg(left).or_else(|| first_agg(right)),
-        Expr::Unary { expr, .. } | Expr::Member { target: expr, .. } | Expr::In { expr, .. } | Expr::Between { expr, .. } => first_agg(expr),
+        Expr::Binary { left, right, .. } | Expr::StrOp { left, right, .. } => {
+            first_agg(left).or_else(|| first_agg(right))
+        }
+        Expr::Unary { expr, .. }
+        | Expr::Member { target: expr, .. }
+        | Expr::In { expr, .. }
+        | Expr::Between { expr, .. } => first_agg(expr),
         _ => None,
     }
 }

@@ -11,25 +11,90 @@ const MAX_DEPTH: u32 = 150;
 
 /// Operators accepted and kept as tokens; the evaluator reports them as unsupported.
 const RAW_OPERATORS: &[&str] = &[
-    "render", "lookup", "parse", "parse-where", "parse-kv", "make-series", "evaluate", "invoke",
-    "mv-apply", "top-nested", "top-hitters", "sample", "sample-distinct", "getschema", "fork",
-    "facet", "partition", "scan", "reduce", "consume", "project-smart", "search", "find",
-    "make-graph", "graph-match", "graph-merge", "externaldata", "assert-schema",
+    "render",
+    "lookup",
+    "parse",
+    "parse-where",
+    "parse-kv",
+    "make-series",
+    "evaluate",
+    "invoke",
+    "mv-apply",
+    "top-nested",
+    "top-hitters",
+    "sample",
+    "sample-distinct",
+    "getschema",
+    "fork",
+    "facet",
+    "partition",
+    "scan",
+    "reduce",
+    "consume",
+    "project-smart",
+    "search",
+    "find",
+    "make-graph",
+    "graph-match",
+    "graph-merge",
+    "externaldata",
+    "assert-schema",
 ];
 
 /// Sources accepted and kept as tokens.
-const RAW_SOURCES: &[&str] = &["externaldata", "external_table", "find", "search", "evaluate", "cluster", "database"];
+const RAW_SOURCES: &[&str] = &[
+    "externaldata",
+    "external_table",
+    "find",
+    "search",
+    "evaluate",
+    "cluster",
+    "database",
+];
 
 /// Words that end an expression list or cannot name a column without brackets.
 pub(crate) const KEYWORDS: &[&str] = &[
-    "and", "or", "by", "on", "in", "!in", "in~", "!in~", "has", "!has", "contains", "!contains",
-    "between", "!between", "let", "asc", "desc", "nulls", "with", "to", "kind", "step", "from",
-    "startswith", "endswith", "matches", "like", "has_any", "has_all", "true", "false", "null",
+    "and",
+    "or",
+    "by",
+    "on",
+    "in",
+    "!in",
+    "in~",
+    "!in~",
+    "has",
+    "!has",
+    "contains",
+    "!contains",
+    "between",
+    "!between",
+    "let",
+    "asc",
+    "desc",
+    "nulls",
+    "with",
+    "to",
+    "kind",
+    "step",
+    "from",
+    "startswith",
+    "endswith",
+    "matches",
+    "like",
+    "has_any",
+    "has_all",
+    "true",
+    "false",
+    "null",
 ];
 
 pub(crate) fn parse_query(text: &str) -> Result<Query, KqlError> {
     let toks = lex(text)?;
-    let mut p = Parser { toks, i: 0, depth: 0 };
+    let mut p = Parser {
+        toks,
+        i: 0,
+        depth: 0,
+    };
     let q = p.statements(false)?;
     if !p.at_eof() {
         return Err(p.err_expected("';' or end of query"));
@@ -61,13 +126,19 @@ impl Parser {
         self.peek_at(0)
     }
     fn peek_at(&self, k: usize) -> &Tok {
-        self.toks.get(self.i + k).or(self.toks.last()).map_or(&Tok::Eof, |t| &t.tok)
+        self.toks
+            .get(self.i + k)
+            .or(self.toks.last())
+            .map_or(&Tok::Eof, |t| &t.tok)
     }
     fn pos(&self) -> Pos {
         self.toks
             .get(self.i)
             .or(self.toks.last())
-            .map_or(Pos { line: 1, column: 1 }, |t| Pos { line: t.line, column: t.column })
+            .map_or(Pos { line: 1, column: 1 }, |t| Pos {
+                line: t.line,
+                column: t.column,
+            })
     }
     fn at_eof(&self) -> bool {
         *self.tok() == Tok::Eof
@@ -81,7 +152,11 @@ impl Parser {
     }
     fn err(&self, message: impl Into<String>) -> KqlError {
         let p = self.pos();
-        KqlError::Syntax { line: p.line, column: p.column, message: message.into() }
+        KqlError::Syntax {
+            line: p.line,
+            column: p.column,
+            message: message.into(),
+        }
     }
     fn err_expected(&self, what: &str) -> KqlError {
         self.err(format!("expected {what}, found {}", describe(self.tok())))
@@ -100,7 +175,11 @@ impl Parser {
         yes
     }
     fn expect_punct(&mut self, p: &str) -> R<()> {
-        if self.eat_punct(p) { Ok(()) } else { Err(self.err_expected(&format!("'{p}'"))) }
+        if self.eat_punct(p) {
+            Ok(())
+        } else {
+            Err(self.err_expected(&format!("'{p}'")))
+        }
     }
     fn is_word(&self, w: &str) -> bool {
         matches!(self.tok(), Tok::Ident(s) if s == w)
@@ -116,7 +195,11 @@ impl Parser {
         yes
     }
     fn expect_word(&mut self, w: &str) -> R<()> {
-        if self.eat_word(w) { Ok(()) } else { Err(self.err_expected(&format!("'{w}'"))) }
+        if self.eat_word(w) {
+            Ok(())
+        } else {
+            Err(self.err_expected(&format!("'{w}'")))
+        }
     }
 
     fn enter(&mut self) -> R<()> {
@@ -130,6 +213,17 @@ impl Parser {
         self.depth = self.depth.saturating_sub(1);
     }
 
+    /// Counts one more link of a left-deep chain (`a + b + c`, `a.b.c`) against the nesting
+    /// limit: such chains become nested trees.
+    fn link(&mut self, links: &mut u32) -> R<()> {
+        *links += 1;
+        self.enter()
+    }
+
+    fn unlink(&mut self, links: u32) {
+        self.depth = self.depth.saturating_sub(links);
+    }
+
     /// A name: an identifier or a bracketed `['name']`.
     fn name(&mut self) -> R<String> {
         match self.tok().clone() {
@@ -137,9 +231,13 @@ impl Parser {
                 self.advance();
                 Ok(s)
             }
-            Tok::Punct("[") if matches!(self.peek_at(1), Tok::Str(_)) && self.is_punct_at(2, "]") => {
+            Tok::Punct("[")
+                if matches!(self.peek_at(1), Tok::Str(_)) && self.is_punct_at(2, "]") =>
+            {
                 self.advance();
-                let Tok::Str(s) = self.advance() else { return Err(self.err_expected("a name")) };
+                let Tok::Str(s) = self.advance() else {
+                    return Err(self.err_expected("a name"));
+                };
                 self.advance();
                 Ok(s)
             }
@@ -162,7 +260,11 @@ impl Parser {
                 break;
             }
         }
-        if out.is_empty() { Err(self.err_expected("a column name")) } else { Ok(out) }
+        if out.is_empty() {
+            Err(self.err_expected("a column name"))
+        } else {
+            Ok(out)
+        }
     }
 
     // ---- statements ----
@@ -200,7 +302,11 @@ impl Parser {
                 name.push('.');
                 name.push_str(&self.name()?);
             }
-            let value = if self.eat_punct("=") { Some(self.expr()?) } else { None };
+            let value = if self.eat_punct("=") {
+                Some(self.expr()?)
+            } else {
+                None
+            };
             return Ok(Statement::Set { name, value, pos });
         }
         if self.is_word("declare") && self.is_word_at(1, "query_parameters") {
@@ -214,7 +320,10 @@ impl Parser {
     }
 
     fn starts_new_line(&self) -> bool {
-        let (Some(prev), Some(cur)) = (self.i.checked_sub(1).and_then(|p| self.toks.get(p)), self.toks.get(self.i)) else {
+        let (Some(prev), Some(cur)) = (
+            self.i.checked_sub(1).and_then(|p| self.toks.get(p)),
+            self.toks.get(self.i),
+        ) else {
             return false;
         };
         cur.line > prev.line && matches!(cur.tok, Tok::Ident(_) | Tok::Punct("("))
@@ -266,7 +375,11 @@ impl Parser {
             } else {
                 ParamType::Scalar(self.name()?)
             };
-            let default = if self.eat_punct("=") { Some(self.expr()?) } else { None };
+            let default = if self.eat_punct("=") {
+                Some(self.expr()?)
+            } else {
+                None
+            };
             params.push(Param { name, ty, default });
         }
         Ok(params)
@@ -307,7 +420,10 @@ impl Parser {
             }
             "print" => {
                 self.advance();
-                Ok(Source::Print { exprs: self.named_exprs()?, pos })
+                Ok(Source::Print {
+                    exprs: self.named_exprs()?,
+                    pos,
+                })
             }
             "range" if matches!(self.peek_at(1), Tok::Ident(_)) && self.is_word_at(2, "from") => {
                 self.advance();
@@ -318,11 +434,21 @@ impl Parser {
                 let to = self.expr()?;
                 self.expect_word("step")?;
                 let step = self.expr()?;
-                Ok(Source::Range { name, from, to, step, pos })
+                Ok(Source::Range {
+                    name,
+                    from,
+                    to,
+                    step,
+                    pos,
+                })
             }
             w if RAW_SOURCES.contains(&w) && !self.is_punct_at(1, ".") => {
                 self.advance();
-                Ok(Source::Other(RawOp { name: word, tokens: self.raw_tokens()?, pos }))
+                Ok(Source::Other(RawOp {
+                    name: word,
+                    tokens: self.raw_tokens()?,
+                    pos,
+                }))
             }
             _ => Ok(Source::Expr(self.expr()?)),
         }
@@ -337,7 +463,7 @@ impl Parser {
         let mut params = Vec::new();
         let mut withsource = None;
         while let Tok::Ident(w) = self.tok().clone() {
-            if !self.is_punct_at(1, "=") && !(w == "hint" && self.is_punct_at(1, ".")) {
+            if !(self.is_punct_at(1, "=") || w == "hint" && self.is_punct_at(1, ".")) {
                 break;
             }
             let key = self.dotted_name()?;
@@ -352,7 +478,12 @@ impl Parser {
         while self.eat_punct(",") {
             tables.push(self.union_item()?);
         }
-        Ok(Union { params, withsource, tables, pos })
+        Ok(Union {
+            params,
+            withsource,
+            tables,
+            pos,
+        })
     }
 
     fn dotted_name(&mut self) -> R<String> {
@@ -369,7 +500,10 @@ impl Parser {
         match self.advance() {
             Tok::Ident(s) | Tok::Number(s) => Ok(s),
             Tok::Str(s) => Ok(crate::printer::quote_string(&s)),
-            t => Err(self.err(format!("expected a parameter value, found {}", describe(&t)))),
+            t => Err(self.err(format!(
+                "expected a parameter value, found {}",
+                describe(&t)
+            ))),
         }
     }
 
@@ -385,7 +519,10 @@ impl Parser {
             Expr::Name(self.name_pattern()?)
         };
         let _ = pos;
-        Ok(TabularExpr { source: Source::Expr(expr), ops: Vec::new() })
+        Ok(TabularExpr {
+            source: Source::Expr(expr),
+            ops: Vec::new(),
+        })
     }
 
     /// `( tabular )`; a parenthesised bare source is the source itself.
@@ -394,7 +531,10 @@ impl Parser {
         let t = self.tabular()?;
         self.expect_punct(")")?;
         Ok(match t {
-            TabularExpr { source: Source::Expr(Expr::Tabular(inner)), ops } if ops.is_empty() => *inner,
+            TabularExpr {
+                source: Source::Expr(Expr::Tabular(inner)),
+                ops,
+            } if ops.is_empty() => *inner,
             t => t,
         })
     }
@@ -419,7 +559,11 @@ impl Parser {
             }
             values.push(self.expr()?);
         }
-        Ok(Source::Datatable { columns, values, pos })
+        Ok(Source::Datatable {
+            columns,
+            values,
+            pos,
+        })
     }
 
     /// Tokens up to the next `|` or `;` outside brackets, or an unmatched closing bracket.
@@ -479,39 +623,83 @@ impl Parser {
         };
         self.advance();
         Ok(match word.as_str() {
-            "where" | "filter" => Operator::Where { pred: self.expr()?, pos },
-            "project" => Operator::Project { exprs: self.named_exprs()?, pos },
-            "extend" => Operator::Extend { exprs: self.named_exprs()?, pos },
-            "project-away" => Operator::ProjectAway { columns: self.pattern_list()?, pos },
-            "project-keep" => Operator::ProjectKeep { columns: self.pattern_list()?, pos },
-            "project-rename" => Operator::ProjectRename { renames: self.renames()?, pos },
-            "project-reorder" => Operator::ProjectReorder { columns: self.reorder_list()?, pos },
+            "where" | "filter" => Operator::Where {
+                pred: self.expr()?,
+                pos,
+            },
+            "project" => Operator::Project {
+                exprs: self.named_exprs()?,
+                pos,
+            },
+            "extend" => Operator::Extend {
+                exprs: self.named_exprs()?,
+                pos,
+            },
+            "project-away" => Operator::ProjectAway {
+                columns: self.pattern_list()?,
+                pos,
+            },
+            "project-keep" => Operator::ProjectKeep {
+                columns: self.pattern_list()?,
+                pos,
+            },
+            "project-rename" => Operator::ProjectRename {
+                renames: self.renames()?,
+                pos,
+            },
+            "project-reorder" => Operator::ProjectReorder {
+                columns: self.reorder_list()?,
+                pos,
+            },
             "summarize" => self.summarize(pos)?,
             "order" | "sort" => {
                 self.expect_word("by")?;
-                Operator::Sort { keys: self.sort_keys()?, pos }
+                Operator::Sort {
+                    keys: self.sort_keys()?,
+                    pos,
+                }
             }
             "top" => {
                 let count = self.expr()?;
                 self.expect_word("by")?;
-                Operator::Top { count, key: self.sort_key()?, pos }
+                Operator::Top {
+                    count,
+                    key: self.sort_key()?,
+                    pos,
+                }
             }
-            "take" | "limit" => Operator::Take { count: self.expr()?, pos },
-            "distinct" => Operator::Distinct { columns: self.distinct_list()?, pos },
+            "take" | "limit" => Operator::Take {
+                count: self.expr()?,
+                pos,
+            },
+            "distinct" => Operator::Distinct {
+                columns: self.distinct_list()?,
+                pos,
+            },
             "count" => Operator::Count { pos },
             "join" => self.join(pos)?,
             "union" => Operator::Union(self.union_body(pos)?),
             "mv-expand" | "mvexpand" => self.mv_expand(word == "mvexpand", pos)?,
-            "serialize" => Operator::Serialize { exprs: self.named_exprs_opt()?, pos },
+            "serialize" => Operator::Serialize {
+                exprs: self.named_exprs_opt()?,
+                pos,
+            },
             "as" => {
                 while self.is_word("hint") && self.is_punct_at(1, ".") {
                     self.dotted_name()?;
                     self.expect_punct("=")?;
                     self.param_value()?;
                 }
-                Operator::As { name: self.name()?, pos }
+                Operator::As {
+                    name: self.name()?,
+                    pos,
+                }
             }
-            w if RAW_OPERATORS.contains(&w) => Operator::Other(RawOp { name: word, tokens: self.raw_tokens()?, pos }),
+            w if RAW_OPERATORS.contains(&w) => Operator::Other(RawOp {
+                name: word,
+                tokens: self.raw_tokens()?,
+                pos,
+            }),
             _ => {
                 return Err(KqlError::Syntax {
                     line: pos.line,
@@ -572,9 +760,22 @@ impl Parser {
 
     fn summarize(&mut self, pos: Pos) -> R<Operator> {
         let hints = self.hints()?;
-        let aggs = if self.is_word("by") { Vec::new() } else { self.named_exprs_opt()? };
-        let by = if self.eat_word("by") { self.named_exprs()? } else { Vec::new() };
-        Ok(Operator::Summarize { hints, aggs, by, pos })
+        let aggs = if self.is_word("by") {
+            Vec::new()
+        } else {
+            self.named_exprs_opt()?
+        };
+        let by = if self.eat_word("by") {
+            self.named_exprs()?
+        } else {
+            Vec::new()
+        };
+        Ok(Operator::Summarize {
+            hints,
+            aggs,
+            by,
+            pos,
+        })
     }
 
     fn sort_keys(&mut self) -> R<Vec<SortKey>> {
@@ -603,7 +804,11 @@ impl Parser {
         } else {
             None
         };
-        Ok(SortKey { expr, asc, nulls_first })
+        Ok(SortKey {
+            expr,
+            asc,
+            nulls_first,
+        })
     }
 
     fn distinct_list(&mut self) -> R<Vec<Expr>> {
@@ -625,8 +830,13 @@ impl Parser {
                 self.advance();
                 self.advance();
                 let k = self.name()?;
-                kind = Some(JoinKind::from_name(&k).ok_or_else(|| self.err(format!("unknown join kind '{k}'")))?);
-            } else if (w == "hint" && self.is_punct_at(1, ".")) || (self.is_punct_at(1, "=") && w.contains("hint")) {
+                kind = Some(
+                    JoinKind::from_name(&k)
+                        .ok_or_else(|| self.err(format!("unknown join kind '{k}'")))?,
+                );
+            } else if (w == "hint" && self.is_punct_at(1, "."))
+                || (self.is_punct_at(1, "=") && w.contains("hint"))
+            {
                 let key = self.dotted_name()?;
                 self.expect_punct("=")?;
                 hints.push((key, self.param_value()?));
@@ -637,7 +847,10 @@ impl Parser {
         let right = if self.is_punct("(") {
             self.paren_tabular()?
         } else {
-            TabularExpr { source: Source::Expr(self.postfix()?), ops: Vec::new() }
+            TabularExpr {
+                source: Source::Expr(self.postfix()?),
+                ops: Vec::new(),
+            }
         };
         self.expect_word("on")?;
         let mut on = Vec::new();
@@ -647,7 +860,13 @@ impl Parser {
                 break;
             }
         }
-        Ok(Operator::Join { kind, hints, right, on, pos })
+        Ok(Operator::Join {
+            kind,
+            hints,
+            right,
+            on,
+            pos,
+        })
     }
 
     fn join_on(&mut self) -> R<JoinOn> {
@@ -676,7 +895,10 @@ impl Parser {
     fn mv_expand(&mut self, legacy: bool, pos: Pos) -> R<Operator> {
         let mut params = Vec::new();
         while let Tok::Ident(w) = self.tok().clone() {
-            if !self.is_punct_at(1, "=") || !matches!(w.as_str(), "bagexpansion" | "with_itemindex" | "kind") && !w.starts_with("hint") {
+            if !self.is_punct_at(1, "=")
+                || !matches!(w.as_str(), "bagexpansion" | "with_itemindex" | "kind")
+                    && !w.starts_with("hint")
+            {
                 break;
             }
             let key = self.dotted_name()?;
@@ -695,17 +917,36 @@ impl Parser {
             } else {
                 None
             };
-            items.push(MvExpandItem { name, expr, to_type });
+            items.push(MvExpandItem {
+                name,
+                expr,
+                to_type,
+            });
             if !self.eat_punct(",") {
                 break;
             }
         }
-        let limit = if self.eat_word("limit") { Some(self.expr()?) } else { None };
-        Ok(Operator::MvExpand { params, items, limit, legacy, pos })
+        let limit = if self.eat_word("limit") {
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        Ok(Operator::MvExpand {
+            params,
+            items,
+            limit,
+            legacy,
+            pos,
+        })
     }
 
     fn named_exprs_opt(&mut self) -> R<Vec<NamedExpr>> {
-        if self.at_eof() || self.is_punct("|") || self.is_punct(";") || self.is_punct(")") || self.is_word("by") {
+        if self.at_eof()
+            || self.is_punct("|")
+            || self.is_punct(";")
+            || self.is_punct(")")
+            || self.is_word("by")
+        {
             return Ok(Vec::new());
         }
         self.named_exprs()
@@ -755,16 +996,28 @@ impl Parser {
 
     fn named_expr(&mut self) -> R<NamedExpr> {
         if let Some(names) = self.tuple_names()? {
-            return Ok(NamedExpr { name: Some(names), expr: self.expr()? });
+            return Ok(NamedExpr {
+                name: Some(names),
+                expr: self.expr()?,
+            });
         }
         let simple = matches!(self.tok(), Tok::Ident(_)) && self.is_punct_at(1, "=");
-        let bracketed = self.is_punct("[") && matches!(self.peek_at(1), Tok::Str(_)) && self.is_punct_at(2, "]") && self.is_punct_at(3, "=");
+        let bracketed = self.is_punct("[")
+            && matches!(self.peek_at(1), Tok::Str(_))
+            && self.is_punct_at(2, "]")
+            && self.is_punct_at(3, "=");
         if simple || bracketed {
             let name = self.name()?;
             self.expect_punct("=")?;
-            return Ok(NamedExpr { name: Some(name), expr: self.expr()? });
+            return Ok(NamedExpr {
+                name: Some(name),
+                expr: self.expr()?,
+            });
         }
-        Ok(NamedExpr { name: None, expr: self.expr()? })
+        Ok(NamedExpr {
+            name: None,
+            expr: self.expr()?,
+        })
     }
 
     // ---- scalar expressions ----
@@ -778,29 +1031,47 @@ impl Parser {
 
     fn or_expr(&mut self) -> R<Expr> {
         let mut left = self.and_expr()?;
+        let mut links = 0;
         while self.is_word("or") {
+            self.link(&mut links)?;
             let pos = self.pos();
             self.advance();
             let right = self.and_expr()?;
-            left = Expr::Binary { op: BinOp::Or, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::Or,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
+        self.unlink(links);
         Ok(left)
     }
 
     fn and_expr(&mut self) -> R<Expr> {
         let mut left = self.cmp_expr()?;
+        let mut links = 0;
         while self.is_word("and") {
+            self.link(&mut links)?;
             let pos = self.pos();
             self.advance();
             let right = self.cmp_expr()?;
-            left = Expr::Binary { op: BinOp::And, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op: BinOp::And,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
+        self.unlink(links);
         Ok(left)
     }
 
     fn cmp_expr(&mut self) -> R<Expr> {
         let mut left = self.add_expr()?;
-        loop {
+        let mut links = 0;
+        let r = loop {
+            self.link(&mut links)?;
             let pos = self.pos();
             let op = match self.tok() {
                 Tok::Punct("==") => BinOp::Eq,
@@ -818,15 +1089,22 @@ impl Parser {
                             left = e;
                             continue;
                         }
-                        Err(l) => return Ok(l),
+                        Err(l) => break l,
                     }
                 }
-                _ => return Ok(left),
+                _ => break left,
             };
             self.advance();
             let right = self.add_expr()?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
-        }
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
+        };
+        self.unlink(links);
+        Ok(r)
     }
 
     /// A word operator (`has`, `in`, `between`, ...) applied to `left`; `Err(left)` when the
@@ -837,7 +1115,13 @@ impl Parser {
             "in" | "!in" | "in~" | "!in~" => {
                 self.advance();
                 let list = self.list()?;
-                Ok(Ok(Expr::In { expr: left, negated: w.starts_with('!'), case_insensitive: w.ends_with('~'), list, pos }))
+                Ok(Ok(Expr::In {
+                    expr: left,
+                    negated: w.starts_with('!'),
+                    case_insensitive: w.ends_with('~'),
+                    list,
+                    pos,
+                }))
             }
             "between" | "!between" => {
                 self.advance();
@@ -846,23 +1130,48 @@ impl Parser {
                 self.expect_punct("..")?;
                 let high = self.add_expr()?;
                 self.expect_punct(")")?;
-                Ok(Ok(Expr::Between { expr: left, negated: w.starts_with('!'), low: Box::new(low), high: Box::new(high), pos }))
+                Ok(Ok(Expr::Between {
+                    expr: left,
+                    negated: w.starts_with('!'),
+                    low: Box::new(low),
+                    high: Box::new(high),
+                    pos,
+                }))
             }
             "matches" | "!matches" if self.is_word_at(1, "regex") => {
                 self.advance();
                 self.advance();
                 let right = self.add_expr()?;
-                Ok(Ok(Expr::StrOp { op: format!("{w} regex"), left, right: Box::new(right), pos }))
+                Ok(Ok(Expr::StrOp {
+                    op: format!("{w} regex"),
+                    left,
+                    right: Box::new(right),
+                    pos,
+                }))
             }
             _ if is_list_string_op(w) => {
                 self.advance();
-                let right = if self.is_punct("(") { Expr::List(self.list()?) } else { self.add_expr()? };
-                Ok(Ok(Expr::StrOp { op: w.to_owned(), left, right: Box::new(right), pos }))
+                let right = if self.is_punct("(") {
+                    Expr::List(self.list()?)
+                } else {
+                    self.add_expr()?
+                };
+                Ok(Ok(Expr::StrOp {
+                    op: w.to_owned(),
+                    left,
+                    right: Box::new(right),
+                    pos,
+                }))
             }
             _ if is_string_op(w) => {
                 self.advance();
                 let right = self.add_expr()?;
-                Ok(Ok(Expr::StrOp { op: w.to_owned(), left, right: Box::new(right), pos }))
+                Ok(Ok(Expr::StrOp {
+                    op: w.to_owned(),
+                    left,
+                    right: Box::new(right),
+                    pos,
+                }))
             }
             _ => Ok(Err(*left)),
         }
@@ -895,32 +1204,52 @@ impl Parser {
 
     fn add_expr(&mut self) -> R<Expr> {
         let mut left = self.mul_expr()?;
+        let mut links = 0;
         loop {
+            self.link(&mut links)?;
             let pos = self.pos();
             let op = match self.tok() {
                 Tok::Punct("+") => BinOp::Add,
                 Tok::Punct("-") => BinOp::Sub,
-                _ => return Ok(left),
+                _ => {
+                    self.unlink(links);
+                    return Ok(left);
+                }
             };
             self.advance();
             let right = self.mul_expr()?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
     }
 
     fn mul_expr(&mut self) -> R<Expr> {
         let mut left = self.unary()?;
+        let mut links = 0;
         loop {
+            self.link(&mut links)?;
             let pos = self.pos();
             let op = match self.tok() {
                 Tok::Punct("*") => BinOp::Mul,
                 Tok::Punct("/") => BinOp::Div,
                 Tok::Punct("%") => BinOp::Mod,
-                _ => return Ok(left),
+                _ => {
+                    self.unlink(links);
+                    return Ok(left);
+                }
             };
             self.advance();
             let right = self.unary()?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right), pos };
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+                pos,
+            };
         }
     }
 
@@ -939,14 +1268,17 @@ impl Parser {
         };
         self.advance();
         // A sign directly before a number is part of the literal.
-        if op == UnaryOp::Neg {
-            if let Tok::Number(n) = self.tok().clone() {
-                self.advance();
-                let lit = self.number_literal(&n, true)?;
-                return self.postfix_ops(Expr::Lit(lit));
-            }
+        if op == UnaryOp::Neg
+            && let Tok::Number(n) = self.tok().clone()
+        {
+            self.advance();
+            let lit = self.number_literal(&n, true)?;
+            return self.postfix_ops(Expr::Lit(lit));
         }
-        Ok(Expr::Unary { op, expr: Box::new(self.unary()?) })
+        Ok(Expr::Unary {
+            op,
+            expr: Box::new(self.unary()?),
+        })
     }
 
     fn postfix(&mut self) -> R<Expr> {
@@ -955,17 +1287,26 @@ impl Parser {
     }
 
     fn postfix_ops(&mut self, mut e: Expr) -> R<Expr> {
+        let mut links = 0;
         loop {
+            self.link(&mut links)?;
             if self.is_punct(".") {
                 self.advance();
                 let name = self.name()?;
-                e = Expr::Member { target: Box::new(e), name };
+                e = Expr::Member {
+                    target: Box::new(e),
+                    name,
+                };
             } else if self.is_punct("[") {
                 self.advance();
                 let index = self.expr()?;
                 self.expect_punct("]")?;
-                e = Expr::Index { target: Box::new(e), index: Box::new(index) };
+                e = Expr::Index {
+                    target: Box::new(e),
+                    index: Box::new(index),
+                };
             } else {
+                self.unlink(links);
                 return Ok(e);
             }
         }
@@ -1050,8 +1391,16 @@ impl Parser {
     fn scalar_typed(&mut self, ty: &str) -> R<Option<Literal>> {
         let (inner, close) = (self.peek_at(1).clone(), self.is_punct_at(2, ")"));
         let raw = match (&inner, close) {
-            (Tok::Ident(w), true) if matches!(w.as_str(), "null" | "nan" | "true" | "false" | "inf") => w.clone(),
-            (Tok::Punct(s @ ("+" | "-")), false) if self.is_word_at(2, "inf") && self.is_punct_at(3, ")") => format!("{s}inf"),
+            (Tok::Ident(w), true)
+                if matches!(w.as_str(), "null" | "nan" | "true" | "false" | "inf") =>
+            {
+                w.clone()
+            }
+            (Tok::Punct(s @ ("+" | "-")), false)
+                if self.is_word_at(2, "inf") && self.is_punct_at(3, ")") =>
+            {
+                format!("{s}inf")
+            }
             _ => return Ok(None),
         };
         let n = if raw.starts_with(['+', '-']) { 4 } else { 3 };
@@ -1061,7 +1410,10 @@ impl Parser {
         Ok(Some(match raw.as_str() {
             "true" => Literal::Bool(true),
             "false" => Literal::Bool(false),
-            _ => Literal::Typed { ty: ty.to_owned(), raw },
+            _ => Literal::Typed {
+                ty: ty.to_owned(),
+                raw,
+            },
         }))
     }
 
@@ -1093,7 +1445,9 @@ impl Parser {
                     }
                     let key = match self.advance() {
                         Tok::Str(s) | Tok::Ident(s) => s,
-                        t => return Err(self.err(format!("expected a key, found {}", describe(&t)))),
+                        t => {
+                            return Err(self.err(format!("expected a key, found {}", describe(&t))));
+                        }
                     };
                     self.expect_punct(":")?;
                     map.insert(key, self.json_value()?);
@@ -1120,8 +1474,11 @@ impl Parser {
     fn json_number(&self, n: &str, neg: bool) -> R<serde_json::Value> {
         match self.number_literal(n, neg)? {
             Literal::Int(i) => Ok(serde_json::Value::from(i)),
-            Literal::Real(r) => Ok(serde_json::Number::from_f64(r).map_or(serde_json::Value::Null, serde_json::Value::Number)),
-            Literal::TimeSpan(d) => Ok(serde_json::Value::String(culprit_model::table::format_timespan(d))),
+            Literal::Real(r) => Ok(serde_json::Number::from_f64(r)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number)),
+            Literal::TimeSpan(d) => Ok(serde_json::Value::String(
+                culprit_model::table::format_timespan(d),
+            )),
             _ => Err(self.err("invalid number in dynamic literal")),
         }
     }
@@ -1133,7 +1490,10 @@ impl Parser {
     fn typed_literal(&self, ty: &str, raw: &str) -> R<Literal> {
         let inner = raw.trim().trim_matches(|c| c == '"' || c == '\'');
         if inner.eq_ignore_ascii_case("null") {
-            return Ok(Literal::Typed { ty: ty.to_owned(), raw: "null".to_owned() });
+            return Ok(Literal::Typed {
+                ty: ty.to_owned(),
+                raw: "null".to_owned(),
+            });
         }
         match ty {
             "datetime" => parse_datetime_literal(inner)
@@ -1142,30 +1502,52 @@ impl Parser {
             "time" | "timespan" => parse_timespan_literal(inner)
                 .map(Literal::TimeSpan)
                 .ok_or_else(|| self.err(format!("invalid timespan literal '{inner}'"))),
-            _ => Ok(Literal::Typed { ty: ty.to_owned(), raw: inner.to_owned() }),
+            _ => Ok(Literal::Typed {
+                ty: ty.to_owned(),
+                raw: inner.to_owned(),
+            }),
         }
     }
 }
 
 fn tabular_to_expr(t: TabularExpr) -> Expr {
     match t {
-        TabularExpr { source: Source::Expr(e), ops } if ops.is_empty() => e,
+        TabularExpr {
+            source: Source::Expr(e),
+            ops,
+        } if ops.is_empty() => e,
         t => Expr::Tabular(Box::new(t)),
     }
 }
 
 pub(crate) fn is_string_op(w: &str) -> bool {
     const OPS: &[&str] = &[
-        "has", "has_cs", "hasprefix", "hasprefix_cs", "hassuffix", "hassuffix_cs", "contains",
-        "contains_cs", "startswith", "startswith_cs", "endswith", "endswith_cs", "like", "notlike",
-        "likecs", "notlikecs",
+        "has",
+        "has_cs",
+        "hasprefix",
+        "hasprefix_cs",
+        "hassuffix",
+        "hassuffix_cs",
+        "contains",
+        "contains_cs",
+        "startswith",
+        "startswith_cs",
+        "endswith",
+        "endswith_cs",
+        "like",
+        "notlike",
+        "likecs",
+        "notlikecs",
     ];
     let base = w.strip_prefix('!').unwrap_or(w);
     OPS.contains(&base)
 }
 
 pub(crate) fn is_list_string_op(w: &str) -> bool {
-    matches!(w, "has_any" | "has_all" | "!has_any" | "has_any_cs" | "has_all_cs")
+    matches!(
+        w,
+        "has_any" | "has_all" | "!has_any" | "has_any_cs" | "has_all_cs"
+    )
 }
 
 /// Ticks in one unit of a timespan suffix.
@@ -1185,9 +1567,13 @@ fn unit_ticks(unit: &str) -> Option<i64> {
 pub(crate) fn number_literal(raw: &str, neg: bool) -> Option<Literal> {
     let sign = if neg { -1 } else { 1 };
     if let Some(hex) = raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
-        return i64::from_str_radix(hex, 16).ok().map(|v| Literal::Int(sign * v));
+        return i64::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| Literal::Int(sign * v));
     }
-    let split = raw.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(raw.len());
+    let split = raw
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(raw.len());
     // `1e5` has an exponent, `1m` a unit: a trailing alphabetic run after digits is a unit.
     let (num, unit) = match raw.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) if raw[i..].chars().all(|c| c.is_ascii_alphabetic()) => (&raw[..i], &raw[i..]),
@@ -1198,7 +1584,10 @@ pub(crate) fn number_literal(raw: &str, neg: bool) -> Option<Literal> {
             let v: i128 = num.parse().ok()?;
             return i64::try_from(sign as i128 * v).ok().map(Literal::Int);
         }
-        return num.parse::<f64>().ok().map(|f| Literal::Real(sign as f64 * f));
+        return num
+            .parse::<f64>()
+            .ok()
+            .map(|f| Literal::Real(sign as f64 * f));
     }
     if unit == "L" || unit == "l" {
         return num.parse::<i64>().ok().map(|v| Literal::Int(sign * v));
@@ -1220,7 +1609,7 @@ pub(crate) fn number_literal(raw: &str, neg: bool) -> Option<Literal> {
 /// `time(1.02:00:00)`, `time(5m)`, `timespan(2d)`.
 fn parse_timespan_literal(s: &str) -> Option<Duration> {
     if s.contains(':') {
-        return culprit_model::table::parse_timespan(s);
+        return crate::values::parse_timespan(s);
     }
     let (neg, body) = match s.strip_prefix('-') {
         Some(b) => (true, b),
@@ -1236,8 +1625,11 @@ fn parse_timespan_literal(s: &str) -> Option<Duration> {
 
 /// The forms `datetime(...)` accepts: ISO 8601 (seconds optional) and `MM/DD/YYYY [hh:mm[:ss]]`
 /// (https://learn.microsoft.com/en-us/kusto/query/scalar-data-types/datetime).
-fn parse_datetime_literal(s: &str) -> Result<Timestamp, culprit_model::timestamp::TimestampError> {
-    let first = Timestamp::parse(s);
+fn parse_datetime_literal(s: &str) -> Result<Timestamp, String> {
+    if !s.is_ascii() {
+        return Err(format!("{s:?} is not a date"));
+    }
+    let first = Timestamp::parse(s).map_err(|e| e.to_string());
     if first.is_ok() {
         return first;
     }
@@ -1254,5 +1646,5 @@ fn parse_datetime_literal(s: &str) -> Result<Timestamp, culprit_model::timestamp
     }
     let (h, rest) = time.split_once(':').unwrap_or((&time, ""));
     let retry = format!("{date}T{h:0>2}:{rest}Z");
-    Timestamp::parse(&retry).or(first)
+    Timestamp::parse(&retry).map_err(|e| e.to_string()).or(first)
 }

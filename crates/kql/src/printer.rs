@@ -76,7 +76,10 @@ fn params(out: &mut String, ps: &[Param]) {
         match &p.ty {
             ParamType::Scalar(t) => out.push_str(t),
             ParamType::Tabular { columns, wildcard } => {
-                let mut parts: Vec<String> = columns.iter().map(|(n, t)| format!("{}:{t}", ident(n))).collect();
+                let mut parts: Vec<String> = columns
+                    .iter()
+                    .map(|(n, t)| format!("{}:{t}", ident(n)))
+                    .collect();
                 if *wildcard {
                     parts.push("*".into());
                 }
@@ -115,15 +118,22 @@ fn tabular_item(out: &mut String, t: &TabularExpr) {
 }
 
 fn is_table_pattern(n: &str) -> bool {
-    n.contains('*') && n.chars().all(|c| c == '*' || c == '_' || c.is_ascii_alphanumeric())
+    n.contains('*')
+        && n.chars()
+            .all(|c| c == '*' || c == '_' || c.is_ascii_alphanumeric())
 }
 
 fn source(out: &mut String, s: &Source) {
     match s {
         Source::Expr(e) => expr(out, e, 0),
         Source::Union(u) => union(out, u),
-        Source::Datatable { columns, values, .. } => {
-            let cols: Vec<String> = columns.iter().map(|(n, t)| format!("{}:{t}", ident(n))).collect();
+        Source::Datatable {
+            columns, values, ..
+        } => {
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|(n, t)| format!("{}:{t}", ident(n)))
+                .collect();
             let _ = write!(out, "datatable({}) [", cols.join(", "));
             expr_list(out, values);
             out.push(']');
@@ -132,7 +142,13 @@ fn source(out: &mut String, s: &Source) {
             out.push_str("print ");
             named_exprs(out, exprs);
         }
-        Source::Range { name, from, to, step, .. } => {
+        Source::Range {
+            name,
+            from,
+            to,
+            step,
+            ..
+        } => {
             let _ = write!(out, "range {} from ", ident(name));
             expr(out, from, 0);
             out.push_str(" to ");
@@ -173,7 +189,10 @@ fn raw_op(out: &mut String, raw: &RawOp) {
 }
 
 fn names(out: &mut String, ns: &[String]) {
-    let v: Vec<String> = ns.iter().map(|n| if n.contains('*') { n.clone() } else { ident(n) }).collect();
+    let v: Vec<String> = ns
+        .iter()
+        .map(|n| if n.contains('*') { n.clone() } else { ident(n) })
+        .collect();
     out.push_str(&v.join(", "));
 }
 
@@ -201,7 +220,10 @@ fn operator(out: &mut String, op: &Operator) {
         }
         Operator::ProjectRename { renames, .. } => {
             out.push_str("project-rename ");
-            let v: Vec<String> = renames.iter().map(|(a, b)| format!("{} = {}", ident(a), ident(b))).collect();
+            let v: Vec<String> = renames
+                .iter()
+                .map(|(a, b)| format!("{} = {}", ident(a), ident(b)))
+                .collect();
             out.push_str(&v.join(", "));
         }
         Operator::ProjectReorder { columns, .. } => {
@@ -219,7 +241,9 @@ fn operator(out: &mut String, op: &Operator) {
                 .collect();
             out.push_str(&v.join(", "));
         }
-        Operator::Summarize { hints, aggs, by, .. } => {
+        Operator::Summarize {
+            hints, aggs, by, ..
+        } => {
             out.push_str("summarize");
             for (k, v) in hints {
                 let _ = write!(out, " {k}={v}");
@@ -257,7 +281,13 @@ fn operator(out: &mut String, op: &Operator) {
             expr_list(out, columns);
         }
         Operator::Count { .. } => out.push_str("count"),
-        Operator::Join { kind, hints, right, on, .. } => {
+        Operator::Join {
+            kind,
+            hints,
+            right,
+            on,
+            ..
+        } => {
             out.push_str("join ");
             if let Some(k) = kind {
                 let _ = write!(out, "kind={} ", k.name());
@@ -272,20 +302,34 @@ fn operator(out: &mut String, op: &Operator) {
                 .iter()
                 .map(|c| match c {
                     JoinOn::Same(n) => ident(n),
-                    JoinOn::Pair { left, right } => format!("$left.{} == $right.{}", ident(left), ident(right)),
+                    JoinOn::Pair { left, right } => {
+                        format!("$left.{} == $right.{}", ident(left), ident(right))
+                    }
                 })
                 .collect();
             out.push_str(&v.join(", "));
         }
         Operator::Union(u) => union(out, u),
-        Operator::MvExpand { params, items, limit, legacy, .. } => {
+        Operator::MvExpand {
+            params,
+            items,
+            limit,
+            legacy,
+            ..
+        } => {
             out.push_str(if *legacy { "mvexpand" } else { "mv-expand" });
             for (k, v) in params {
                 let _ = write!(out, " {k}={v}");
             }
             for (i, it) in items.iter().enumerate() {
                 out.push_str(if i > 0 { ", " } else { " " });
-                named_expr(out, &NamedExpr { name: it.name.clone(), expr: it.expr.clone() });
+                named_expr(
+                    out,
+                    &NamedExpr {
+                        name: it.name.clone(),
+                        expr: it.expr.clone(),
+                    },
+                );
                 if let Some(t) = &it.to_type {
                     let _ = write!(out, " to typeof({})", ident(t));
                 }
@@ -331,7 +375,11 @@ fn named_exprs(out: &mut String, v: &[NamedExpr]) {
 fn named_expr(out: &mut String, n: &NamedExpr) {
     match &n.name {
         Some(name) if name.starts_with('(') => {
-            let parts: Vec<String> = name.trim_matches(|c| c == '(' || c == ')').split(", ").map(ident).collect();
+            let parts: Vec<String> = name
+                .trim_matches(|c| c == '(' || c == ')')
+                .split(", ")
+                .map(ident)
+                .collect();
             let _ = write!(out, "({}) = ", parts.join(", "));
         }
         Some(name) => {
@@ -371,9 +419,17 @@ fn prec(e: &Expr) -> u8 {
     match e {
         Expr::Binary { op: BinOp::Or, .. } => PREC_OR,
         Expr::Binary { op: BinOp::And, .. } => PREC_AND,
-        Expr::Binary { op: BinOp::Add | BinOp::Sub, .. } => PREC_ADD,
-        Expr::Binary { op: BinOp::Mul | BinOp::Div | BinOp::Mod, .. } => PREC_MUL,
-        Expr::Binary { .. } | Expr::StrOp { .. } | Expr::In { .. } | Expr::Between { .. } => PREC_CMP,
+        Expr::Binary {
+            op: BinOp::Add | BinOp::Sub,
+            ..
+        } => PREC_ADD,
+        Expr::Binary {
+            op: BinOp::Mul | BinOp::Div | BinOp::Mod,
+            ..
+        } => PREC_MUL,
+        Expr::Binary { .. } | Expr::StrOp { .. } | Expr::In { .. } | Expr::Between { .. } => {
+            PREC_CMP
+        }
         Expr::Unary { .. } => PREC_UNARY,
         Expr::Lit(Literal::Int(i)) if *i < 0 => PREC_UNARY,
         Expr::Lit(Literal::Real(r)) if r.is_sign_negative() => PREC_UNARY,
@@ -416,15 +472,23 @@ fn expr(out: &mut String, e: &Expr, min: u8) {
         Expr::Unary { op, expr: inner } => {
             out.push(if *op == UnaryOp::Neg { '-' } else { '+' });
             // `-(5)` keeps a negated literal distinct from a negative literal.
-            let min = if matches!(**inner, Expr::Lit(_) | Expr::Unary { .. }) { PREC_POSTFIX + 1 } else { PREC_UNARY };
+            let min = if matches!(**inner, Expr::Lit(_) | Expr::Unary { .. }) {
+                PREC_POSTFIX + 1
+            } else {
+                PREC_UNARY
+            };
             expr(out, inner, min);
         }
-        Expr::Binary { op, left, right, .. } => {
+        Expr::Binary {
+            op, left, right, ..
+        } => {
             expr(out, left, p);
             let _ = write!(out, " {} ", op.symbol());
             expr(out, right, p + 1);
         }
-        Expr::StrOp { op, left, right, .. } => {
+        Expr::StrOp {
+            op, left, right, ..
+        } => {
             expr(out, left, PREC_CMP);
             let _ = write!(out, " {op} ");
             match &**right {
@@ -436,7 +500,13 @@ fn expr(out: &mut String, e: &Expr, min: u8) {
                 r => expr(out, r, PREC_ADD),
             }
         }
-        Expr::In { expr: inner, negated, case_insensitive, list, .. } => {
+        Expr::In {
+            expr: inner,
+            negated,
+            case_insensitive,
+            list,
+            ..
+        } => {
             expr(out, inner, PREC_CMP);
             let op = match (negated, case_insensitive) {
                 (false, false) => "in",
@@ -448,9 +518,19 @@ fn expr(out: &mut String, e: &Expr, min: u8) {
             expr_list(out, list);
             out.push(')');
         }
-        Expr::Between { expr: inner, negated, low, high, .. } => {
+        Expr::Between {
+            expr: inner,
+            negated,
+            low,
+            high,
+            ..
+        } => {
             expr(out, inner, PREC_CMP);
-            out.push_str(if *negated { " !between (" } else { " between (" });
+            out.push_str(if *negated {
+                " !between ("
+            } else {
+                " between ("
+            });
             expr(out, low, PREC_ADD);
             out.push_str(" .. ");
             expr(out, high, PREC_ADD);
@@ -512,7 +592,10 @@ pub fn format_timespan(d: Duration) -> String {
     if t == 0 {
         return "0s".to_owned();
     }
-    let &(per, unit) = UNITS.iter().find(|(per, _)| t % per == 0).unwrap_or(&(1, "tick"));
+    let &(per, unit) = UNITS
+        .iter()
+        .find(|(per, _)| t % per == 0)
+        .unwrap_or(&(1, "tick"));
     format!("{}{unit}", t / per)
 }
 
@@ -534,7 +617,10 @@ pub fn ident(s: &str) -> String {
 
 /// Names the lexer reads specially (`h"..."`, `datetime(`): they need brackets.
 fn is_literal_prefix(s: &str) -> bool {
-    matches!(s, "h" | "H" | "datetime" | "time" | "timespan" | "guid" | "dynamic")
+    matches!(
+        s,
+        "h" | "H" | "datetime" | "time" | "timespan" | "guid" | "dynamic"
+    )
 }
 
 /// A KQL string literal for `s`: double quotes, with `\\`, `\"` and control characters escaped.

@@ -5,12 +5,11 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use culprit_model::table::parse_timespan;
 use culprit_model::{Duration, Timestamp, Value};
 use regex::Regex;
 
 use crate::ast::BinOp;
-use crate::values::{self, compare, from_json_scalar, key_eq, to_json, to_text};
+use crate::values::{self, compare, from_json_scalar, key_eq, parse_datetime, parse_timespan, to_json, to_text};
 
 /// Built-in scalar functions the evaluator runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +147,8 @@ impl ValueSet {
             }
             Value::Dynamic(j) if !j.is_object() => self.insert(from_json_scalar(&j)),
             Value::String(s) => {
-                self.strings.insert(if self.ci { s.to_lowercase() } else { s });
+                self.strings
+                    .insert(if self.ci { s.to_lowercase() } else { s });
             }
             other => self.others.push(other),
         }
@@ -158,7 +158,9 @@ impl ValueSet {
         match v {
             Value::String(s) if self.ci => self.strings.contains(&s.to_lowercase()),
             Value::String(s) => self.strings.contains(s.as_str()),
-            Value::Dynamic(j) if !j.is_object() && !j.is_array() => self.contains(&from_json_scalar(j)),
+            Value::Dynamic(j) if !j.is_object() && !j.is_array() => {
+                self.contains(&from_json_scalar(j))
+            }
             other => self.others.iter().any(|o| key_eq(o, other)),
         }
     }
@@ -170,16 +172,45 @@ pub(crate) enum CExpr {
     Const(Value),
     Binary(BinOp, Box<CExpr>, Box<CExpr>),
     Neg(Box<CExpr>),
-    Str { kind: StrKind, negated: bool, cs: bool, left: Box<CExpr>, right: Box<CExpr> },
-    HasList { all: bool, negated: bool, left: Box<CExpr>, items: Vec<CExpr> },
-    Regex { negated: bool, left: Box<CExpr>, re: Result<Regex, Box<CExpr>> },
-    In { expr: Box<CExpr>, negated: bool, set: ValueSet, rows: Vec<CExpr> },
-    Between { expr: Box<CExpr>, negated: bool, low: Box<CExpr>, high: Box<CExpr> },
+    Str {
+        kind: StrKind,
+        negated: bool,
+        cs: bool,
+        left: Box<CExpr>,
+        right: Box<CExpr>,
+    },
+    HasList {
+        all: bool,
+        negated: bool,
+        left: Box<CExpr>,
+        items: Vec<CExpr>,
+    },
+    Regex {
+        negated: bool,
+        left: Box<CExpr>,
+        re: Result<Regex, Box<CExpr>>,
+    },
+    In {
+        expr: Box<CExpr>,
+        negated: bool,
+        set: ValueSet,
+        rows: Vec<CExpr>,
+    },
+    Between {
+        expr: Box<CExpr>,
+        negated: bool,
+        low: Box<CExpr>,
+        high: Box<CExpr>,
+    },
     Member(Box<CExpr>, String),
     Index(Box<CExpr>, Box<CExpr>),
     Call(F, Vec<CExpr>),
     /// `extract` with a constant pattern.
-    Extract { re: Regex, group: usize, text: Box<CExpr> },
+    Extract {
+        re: Regex,
+        group: usize,
+        text: Box<CExpr>,
+    },
 }
 
 type V<'r> = Cow<'r, Value>;
@@ -215,12 +246,23 @@ impl CExpr {
                 Value::TimeSpan(d) => Value::TimeSpan(-*d),
                 _ => Value::Null,
             }),
-            CExpr::Str { kind, negated, cs, left, right } => {
+            CExpr::Str {
+                kind,
+                negated,
+                cs,
+                left,
+                right,
+            } => {
                 let (l, r) = (left.eval(row), right.eval(row));
                 let (h, n) = (to_text(&l), to_text(&r));
                 b(*negated != str_op(*kind, &h, &n, *cs))
             }
-            CExpr::HasList { all, negated, left, items } => {
+            CExpr::HasList {
+                all,
+                negated,
+                left,
+                items,
+            } => {
                 let l = left.eval(row);
                 let h = to_text(&l);
                 let mut needles = Vec::new();
@@ -228,7 +270,11 @@ impl CExpr {
                     flatten_text(&it.eval(row), &mut needles);
                 }
                 let hit = |n: &String| values::has_term(&h, n, true, true, false);
-                let r = if *all { needles.iter().all(hit) } else { needles.iter().any(hit) };
+                let r = if *all {
+                    needles.iter().all(hit)
+                } else {
+                    needles.iter().any(hit)
+                };
                 b(*negated != r)
             }
             CExpr::Regex { negated, left, re } => {
@@ -240,14 +286,22 @@ impl CExpr {
                 };
                 b(*negated != hit)
             }
-            CExpr::In { expr, negated, set, rows } => {
+            CExpr::In {
+                expr,
+                negated,
+                set,
+                rows,
+            } => {
                 let v = expr.eval(row);
                 if v.is_null() {
                     return b(*negated);
                 }
                 let mut hit = set.contains(&v);
                 if !hit && !rows.is_empty() {
-                    let mut extra = ValueSet { ci: set.ci, ..ValueSet::default() };
+                    let mut extra = ValueSet {
+                        ci: set.ci,
+                        ..ValueSet::default()
+                    };
                     for r in rows {
                         extra.insert(r.eval(row).into_owned());
                     }
@@ -255,10 +309,17 @@ impl CExpr {
                 }
                 b(*negated != hit)
             }
-            CExpr::Between { expr, negated, low, high } => {
+            CExpr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
                 let (v, lo, hi) = (expr.eval(row), low.eval(row), high.eval(row));
                 match (compare(&v, &lo), compare(&v, &hi)) {
-                    (Some(a), Some(c)) => b(*negated != (a != Ordering::Less && c != Ordering::Greater)),
+                    (Some(a), Some(c)) => {
+                        b(*negated != (a != Ordering::Less && c != Ordering::Greater))
+                    }
                     _ => null(),
                 }
             }
@@ -268,7 +329,13 @@ impl CExpr {
             CExpr::Extract { re, group, text } => {
                 let t = text.eval(row);
                 let s = to_text(&t);
-                owned(re.captures(&s).and_then(|c| c.get(*group)).map_or(Value::String(String::new()), |m| Value::String(m.as_str().to_owned())))
+                owned(
+                    re.captures(&s)
+                        .and_then(|c| c.get(*group))
+                        .map_or(Value::String(String::new()), |m| {
+                            Value::String(m.as_str().to_owned())
+                        }),
+                )
             }
         }
     }
@@ -277,7 +344,11 @@ impl CExpr {
 fn flatten_text(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Dynamic(serde_json::Value::Array(items)) => {
-            out.extend(items.iter().map(|j| to_text(&from_json_scalar(j)).into_owned()));
+            out.extend(
+                items
+                    .iter()
+                    .map(|j| to_text(&from_json_scalar(j)).into_owned()),
+            );
         }
         other => out.push(to_text(other).into_owned()),
     }
@@ -310,7 +381,9 @@ fn member(v: &Value, name: &str) -> Value {
 }
 
 fn index(v: &Value, i: &Value) -> Value {
-    let Some(j) = as_json(v) else { return Value::Null };
+    let Some(j) = as_json(v) else {
+        return Value::Null;
+    };
     let child = match (&*j, i) {
         (serde_json::Value::Array(a), Value::Int(k)) => {
             let k = if *k < 0 { a.len() as i64 + k } else { *k };
@@ -327,7 +400,11 @@ fn index(v: &Value, i: &Value) -> Value {
 
 fn logical(op: BinOp, l: &CExpr, r: &CExpr, row: &[Value]) -> Value {
     let lv = l.eval(row).as_bool();
-    let short = if op == BinOp::And { Some(false) } else { Some(true) };
+    let short = if op == BinOp::And {
+        Some(false)
+    } else {
+        Some(true)
+    };
     if lv == short {
         return Value::Bool(lv == Some(true));
     }
@@ -420,7 +497,10 @@ fn arith(op: BinOp, a: &Value, c: &Value) -> Value {
                 _ => Value::Null,
             },
             (Some(x), Some(y)) => {
-                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
                 Real(match op {
                     BinOp::Add => x + y,
                     BinOp::Sub => x - y,
@@ -450,7 +530,12 @@ pub(crate) fn to_long(v: &Value) -> Value {
         Value::Int(i) => Value::Int(*i),
         Value::Real(r) if r.is_finite() => Value::Int(*r as i64),
         Value::Bool(x) => Value::Int(i64::from(*x)),
-        Value::String(s) => s.trim().parse::<i64>().map(Value::Int).or_else(|_| s.trim().parse::<f64>().map(|f| Value::Int(f as i64))).unwrap_or(Value::Null),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::Int)
+            .or_else(|_| s.trim().parse::<f64>().map(|f| Value::Int(f as i64)))
+            .unwrap_or(Value::Null),
         Value::DateTime(t) => Value::Int(t.0),
         Value::TimeSpan(d) => Value::Int(d.0),
         Value::Dynamic(j) => match from_json_scalar(j) {
@@ -466,7 +551,11 @@ fn to_real(v: &Value) -> Value {
         Value::Int(i) => Value::Real(*i as f64),
         Value::Real(r) => Value::Real(*r),
         Value::Bool(x) => Value::Real(f64::from(u8::from(*x))),
-        Value::String(s) => s.trim().parse::<f64>().map(Value::Real).unwrap_or(Value::Null),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map(Value::Real)
+            .unwrap_or(Value::Null),
         Value::Dynamic(j) => match from_json_scalar(j) {
             Value::Dynamic(_) => Value::Null,
             s => to_real(&s),
@@ -478,8 +567,9 @@ fn to_real(v: &Value) -> Value {
 fn to_datetime(v: &Value) -> Value {
     match v {
         Value::DateTime(t) => Value::DateTime(*t),
-        Value::String(s) => Timestamp::parse(s).map(Value::DateTime).unwrap_or(Value::Null),
-        Value::Dynamic(serde_json::Value::String(s)) => Timestamp::parse(s).map(Value::DateTime).unwrap_or(Value::Null),
+        Value::String(s) | Value::Dynamic(serde_json::Value::String(s)) => {
+            parse_datetime(s).map_or(Value::Null, Value::DateTime)
+        }
         _ => Value::Null,
     }
 }
@@ -488,8 +578,9 @@ fn to_timespan(v: &Value) -> Value {
     match v {
         Value::TimeSpan(d) => Value::TimeSpan(*d),
         Value::Int(i) => Value::TimeSpan(Duration(*i)),
-        Value::String(s) => parse_timespan(s.trim()).map(Value::TimeSpan).unwrap_or(Value::Null),
-        Value::Dynamic(serde_json::Value::String(s)) => parse_timespan(s.trim()).map(Value::TimeSpan).unwrap_or(Value::Null),
+        Value::String(s) | Value::Dynamic(serde_json::Value::String(s)) => {
+            parse_timespan(s).map_or(Value::Null, Value::TimeSpan)
+        }
         _ => Value::Null,
     }
 }
@@ -517,29 +608,41 @@ pub(crate) fn parse_json(v: &Value) -> Value {
     match v {
         Value::Null => Value::Null,
         Value::Dynamic(j) => match j {
-            serde_json::Value::String(s) => serde_json::from_str(s).map(Value::Dynamic).unwrap_or_else(|_| Value::Dynamic(j.clone())),
+            serde_json::Value::String(s) => serde_json::from_str(s)
+                .map(Value::Dynamic)
+                .unwrap_or_else(|_| Value::Dynamic(j.clone())),
             _ => Value::Dynamic(j.clone()),
         },
-        Value::String(s) => serde_json::from_str(s).map(Value::Dynamic).unwrap_or_else(|_| Value::Dynamic(serde_json::Value::String(s.clone()))),
+        Value::String(s) => serde_json::from_str(s)
+            .map(Value::Dynamic)
+            .unwrap_or_else(|_| Value::Dynamic(serde_json::Value::String(s.clone()))),
         other => Value::Dynamic(to_json(other)),
     }
 }
 
 fn bin(v: &Value, size: &Value) -> Value {
     match (v, size) {
-        (Value::DateTime(t), Value::TimeSpan(d)) if d.0 > 0 => Value::DateTime(Timestamp(t.0.div_euclid(d.0) * d.0)),
-        (Value::TimeSpan(t), Value::TimeSpan(d)) if d.0 > 0 => Value::TimeSpan(Duration(t.0.div_euclid(d.0) * d.0)),
-        (Value::Int(x), Value::Int(s)) if *s > 0 => Value::Int(x.div_euclid(*s) * s),
+        (Value::DateTime(t), Value::TimeSpan(d)) if d.0 > 0 => {
+            t.0.div_euclid(d.0).checked_mul(d.0).map_or(Value::Null, |x| Value::DateTime(Timestamp(x)))
+        }
+        (Value::TimeSpan(t), Value::TimeSpan(d)) if d.0 > 0 => {
+            t.0.div_euclid(d.0).checked_mul(d.0).map_or(Value::Null, |x| Value::TimeSpan(Duration(x)))
+        }
+        (Value::Int(x), Value::Int(s)) if *s > 0 => {
+            x.div_euclid(*s).checked_mul(*s).map_or(Value::Null, Value::Int)
+        }
         _ => match (v.as_f64(), size.as_f64()) {
-            (Some(x), Some(s)) if s > 0.0 && !matches!(v, Value::String(_)) => Value::Real((x / s).floor() * s),
+            (Some(x), Some(s)) if s > 0.0 && !matches!(v, Value::String(_)) => {
+                Value::Real((x / s).floor() * s)
+            }
             _ => Value::Null,
         },
     }
 }
 
-fn arr(v: &Value) -> Option<Cow<'_, Vec<serde_json::Value>>> {
+fn arr(v: &Value) -> Option<Cow<'_, [serde_json::Value]>> {
     match as_json(v)? {
-        Cow::Borrowed(serde_json::Value::Array(a)) => Some(Cow::Borrowed(a)),
+        Cow::Borrowed(serde_json::Value::Array(a)) => Some(Cow::Borrowed(a.as_slice())),
         Cow::Owned(serde_json::Value::Array(a)) => Some(Cow::Owned(a)),
         _ => None,
     }
@@ -549,7 +652,10 @@ fn substring(s: &str, start: &Value, len: Option<&Value>) -> Value {
     let chars: Vec<char> = s.chars().collect();
     let n = chars.len() as i64;
     let st = start.as_i64().unwrap_or(0).clamp(0, n);
-    let l = len.and_then(Value::as_i64).unwrap_or(n - st).clamp(0, n - st);
+    let l = len
+        .and_then(Value::as_i64)
+        .unwrap_or(n - st)
+        .clamp(0, n - st);
     Value::String(chars[st as usize..(st + l) as usize].iter().collect())
 }
 
@@ -558,7 +664,11 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
     let text = |i: usize| to_text(&arg(i)).into_owned();
     owned(match f {
         F::Iff => {
-            return if arg(0).as_bool() == Some(true) { arg(1) } else { arg(2) };
+            return if arg(0).as_bool() == Some(true) {
+                arg(1)
+            } else {
+                arg(2)
+            };
         }
         F::Case => {
             let mut i = 0;
@@ -588,12 +698,25 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
         F::ToBool => to_bool(&arg(0)),
         F::ParseJson => parse_json(&arg(0)),
         F::Strcat => Value::String((0..args.len()).map(text).collect()),
-        F::StrcatDelim => Value::String((1..args.len()).map(text).collect::<Vec<_>>().join(&text(0))),
+        F::StrcatDelim => {
+            Value::String((1..args.len()).map(text).collect::<Vec<_>>().join(&text(0)))
+        }
         F::Split => {
             let (s, d) = (text(0), text(1));
-            let parts: Vec<serde_json::Value> = if d.is_empty() { vec![serde_json::Value::String(s.clone())] } else { s.split(d.as_str()).map(|p| serde_json::Value::String(p.to_owned())).collect() };
+            let parts: Vec<serde_json::Value> = if d.is_empty() {
+                vec![serde_json::Value::String(s.clone())]
+            } else {
+                s.split(d.as_str())
+                    .map(|p| serde_json::Value::String(p.to_owned()))
+                    .collect()
+            };
             match args.get(2).map(|a| a.eval(row).as_i64()) {
-                Some(Some(i)) => usize::try_from(i).ok().and_then(|i| parts.get(i).cloned()).map_or(Value::Dynamic(serde_json::json!([])), |p| Value::Dynamic(serde_json::Value::Array(vec![p]))),
+                Some(Some(i)) => usize::try_from(i)
+                    .ok()
+                    .and_then(|i| parts.get(i).cloned())
+                    .map_or(Value::Dynamic(serde_json::json!([])), |p| {
+                        Value::Dynamic(serde_json::Value::Array(vec![p]))
+                    }),
                 Some(None) => Value::Null,
                 None => Value::Dynamic(serde_json::Value::Array(parts)),
             }
@@ -602,10 +725,18 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
         F::ToUpper => Value::String(text(0).to_uppercase()),
         F::IsEmpty => Value::Bool(is_empty(&arg(0))),
         F::IsNotEmpty => Value::Bool(!is_empty(&arg(0))),
-        F::IsNull => Value::Bool(matches!(&*arg(0), Value::Null | Value::Dynamic(serde_json::Value::Null))),
-        F::IsNotNull => Value::Bool(!matches!(&*arg(0), Value::Null | Value::Dynamic(serde_json::Value::Null))),
+        F::IsNull => Value::Bool(matches!(
+            &*arg(0),
+            Value::Null | Value::Dynamic(serde_json::Value::Null)
+        )),
+        F::IsNotNull => Value::Bool(!matches!(
+            &*arg(0),
+            Value::Null | Value::Dynamic(serde_json::Value::Null)
+        )),
         F::ArrayLength => arr(&arg(0)).map_or(Value::Null, |a| Value::Int(a.len() as i64)),
-        F::PackArray => Value::Dynamic(serde_json::Value::Array(args.iter().map(|a| to_json(&a.eval(row))).collect())),
+        F::PackArray => Value::Dynamic(serde_json::Value::Array(
+            args.iter().map(|a| to_json(&a.eval(row))).collect(),
+        )),
         F::Pack => {
             let mut m = serde_json::Map::new();
             for pair in args.chunks(2) {
@@ -617,7 +748,11 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
         }
         F::Not => arg(0).as_bool().map_or(Value::Null, |x| Value::Bool(!x)),
         F::Strlen => Value::Int(text(0).chars().count() as i64),
-        F::Substring => substring(&text(0), &arg(1), args.get(2).map(|a| a.eval(row)).as_deref()),
+        F::Substring => substring(
+            &text(0),
+            &arg(1),
+            args.get(2).map(|a| a.eval(row)).as_deref(),
+        ),
         F::IndexOf => {
             let (s, n) = (text(0), text(1));
             Value::Int(s.find(&n).map_or(-1, |i| s[..i].chars().count() as i64))
@@ -631,12 +766,16 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
             }
         }
         F::StartOfDay => match &*arg(0) {
-            Value::DateTime(t) => Value::DateTime(Timestamp(t.0.div_euclid(864_000_000_000) * 864_000_000_000)),
+            Value::DateTime(t) => {
+                Value::DateTime(Timestamp(t.0.div_euclid(864_000_000_000) * 864_000_000_000))
+            }
             _ => Value::Null,
         },
         F::Dayofweek => match &*arg(0) {
             // 1970-01-01 was a Thursday: day 4 counting from Sunday.
-            Value::DateTime(t) => Value::TimeSpan(Duration::from_days((t.0.div_euclid(864_000_000_000) + 4).rem_euclid(7))),
+            Value::DateTime(t) => Value::TimeSpan(Duration::from_days(
+                (t.0.div_euclid(864_000_000_000) + 4).rem_euclid(7),
+            )),
             _ => Value::Null,
         },
         F::Abs => match &*arg(0) {
@@ -646,26 +785,46 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
             _ => Value::Null,
         },
         F::Round => {
-            let p = args.get(1).and_then(|a| a.eval(row).as_i64()).unwrap_or(0).clamp(-15, 15) as i32;
+            let p = args
+                .get(1)
+                .and_then(|a| a.eval(row).as_i64())
+                .unwrap_or(0)
+                .clamp(-15, 15) as i32;
             match to_real(&arg(0)) {
                 Value::Real(r) => Value::Real((r * 10f64.powi(p)).round() / 10f64.powi(p)),
                 _ => Value::Null,
             }
         }
         F::Extract => {
-            let group = arg(1).as_i64().and_then(|g| usize::try_from(g).ok()).unwrap_or(0);
+            let group = arg(1)
+                .as_i64()
+                .and_then(|g| usize::try_from(g).ok())
+                .unwrap_or(0);
             match Regex::new(&text(0)) {
-                Ok(re) => re.captures(&text(2)).and_then(|c| c.get(group)).map_or(Value::String(String::new()), |m| Value::String(m.as_str().to_owned())),
+                Ok(re) => re
+                    .captures(&text(2))
+                    .and_then(|c| c.get(group))
+                    .map_or(Value::String(String::new()), |m| {
+                        Value::String(m.as_str().to_owned())
+                    }),
                 Err(_) => Value::Null,
             }
         }
         F::SetHasElement => {
             let v = arg(1);
-            arr(&arg(0)).map_or(Value::Null, |a| Value::Bool(a.iter().any(|j| key_eq(&from_json_scalar(j), &v))))
+            arr(&arg(0)).map_or(Value::Null, |a| {
+                Value::Bool(a.iter().any(|j| key_eq(&from_json_scalar(j), &v)))
+            })
         }
         F::ArrayIndexOf => {
             let v = arg(1);
-            arr(&arg(0)).map_or(Value::Null, |a| Value::Int(a.iter().position(|j| key_eq(&from_json_scalar(j), &v)).map_or(-1, |i| i as i64)))
+            arr(&arg(0)).map_or(Value::Null, |a| {
+                Value::Int(
+                    a.iter()
+                        .position(|j| key_eq(&from_json_scalar(j), &v))
+                        .map_or(-1, |i| i as i64),
+                )
+            })
         }
         F::ArrayConcat => {
             let mut out = Vec::new();
@@ -677,7 +836,11 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
             Value::Dynamic(serde_json::Value::Array(out))
         }
         F::BagKeys => match as_json(&arg(0)).as_deref() {
-            Some(serde_json::Value::Object(m)) => Value::Dynamic(serde_json::Value::Array(m.keys().map(|k| serde_json::Value::String(k.clone())).collect())),
+            Some(serde_json::Value::Object(m)) => Value::Dynamic(serde_json::Value::Array(
+                m.keys()
+                    .map(|k| serde_json::Value::String(k.clone()))
+                    .collect(),
+            )),
             _ => Value::Null,
         },
         F::DatetimeDiff => {
@@ -701,10 +864,19 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
         F::Replace | F::ReplaceRegex => {
             // replace(regex, rewrite, text) and replace_regex(text, regex, rewrite); `\1` in the
             // rewrite names a group (https://learn.microsoft.com/en-us/kusto/query/replace-regex-function).
-            let (text_i, re_i, rw_i) = if f == F::ReplaceRegex { (0, 1, 2) } else { (2, 0, 1) };
-            let rewrite = Regex::new(r"\\(\d)").map_or_else(|_| text(rw_i), |g| g.replace_all(&text(rw_i), "$${$1}").into_owned());
+            let (text_i, re_i, rw_i) = if f == F::ReplaceRegex {
+                (0, 1, 2)
+            } else {
+                (2, 0, 1)
+            };
+            let rewrite = Regex::new(r"\\(\d)").map_or_else(
+                |_| text(rw_i),
+                |g| g.replace_all(&text(rw_i), "$${$1}").into_owned(),
+            );
             match Regex::new(&text(re_i)) {
-                Ok(re) => Value::String(re.replace_all(&text(text_i), rewrite.as_str()).into_owned()),
+                Ok(re) => {
+                    Value::String(re.replace_all(&text(text_i), rewrite.as_str()).into_owned())
+                }
                 Err(_) => Value::Null,
             }
         }
@@ -713,7 +885,10 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
             let (s, n) = (text(0), text(1));
             let regex_kind = args.len() > 2 && text(2) == "regex";
             if regex_kind {
-                Regex::new(&n).map_or(Value::Null, |re| Value::Int(re.find_iter(&s).count() as i64))
+                Regex::new(&n).map_or(
+                    Value::Null,
+                    |re| Value::Int(re.find_iter(&s).count() as i64),
+                )
             } else if n.is_empty() {
                 Value::Int(0)
             } else {
@@ -721,17 +896,24 @@ fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
             }
         }
         F::DatetimeAdd => match (&*arg(1), &*arg(2)) {
-            (amount, Value::DateTime(t)) => amount.as_i64().and_then(|n| datetime_add(&text(0), n, *t)).map_or(Value::Null, Value::DateTime),
+            (amount, Value::DateTime(t)) => amount
+                .as_i64()
+                .and_then(|n| datetime_add(&text(0), n, *t))
+                .map_or(Value::Null, Value::DateTime),
             _ => Value::Null,
         },
         F::Base64Decode => {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD
                 .decode(text(0).trim())
-                .map_or(Value::Null, |b| Value::String(String::from_utf8_lossy(&b).into_owned()))
+                .map_or(Value::Null, |b| {
+                    Value::String(String::from_utf8_lossy(&b).into_owned())
+                })
         }
         F::ExtractJson => match serde_json::from_str::<serde_json::Value>(&text(1)) {
-            Ok(j) => json_path(&j, &text(0)).map_or(Value::Null, |v| Value::String(to_text(&from_json_scalar(v)).into_owned())),
+            Ok(j) => json_path(&j, &text(0)).map_or(Value::Null, |v| {
+                Value::String(to_text(&from_json_scalar(v)).into_owned())
+            }),
             Err(_) => Value::Null,
         },
     })
@@ -828,7 +1010,10 @@ fn datetime_add(part: &str, n: i64, t: Timestamp) -> Option<Timestamp> {
     };
     let odt = t.to_offset();
     let total = i64::from(odt.year()) * 12 + i64::from(u8::from(odt.month())) - 1 + months;
-    let (year, month0) = (i32::try_from(total.div_euclid(12)).ok()?, total.rem_euclid(12));
+    let (year, month0) = (
+        i32::try_from(total.div_euclid(12)).ok()?,
+        total.rem_euclid(12),
+    );
     let month = time::Month::try_from(u8::try_from(month0 + 1).ok()?).ok()?;
     let day = odt.day().min(month.length(year));
     let date = time::Date::from_calendar_date(year, month, day).ok()?;

@@ -1,4 +1,5 @@
 //! Properties: printing never lets a value change a query's structure, and no input panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use culprit_kql::ast::*;
 use culprit_kql::{Database, EvalOptions, Timestamp, parse, printer, run};
@@ -20,12 +21,17 @@ fn query_with(lit: Literal, name: &str) -> Query {
                 pos: Pos::default(),
             },
             Operator::Extend {
-                exprs: vec![NamedExpr { name: Some(name.to_owned()), expr: Expr::Lit(lit) }],
+                exprs: vec![NamedExpr {
+                    name: Some(name.to_owned()),
+                    expr: Expr::Lit(lit),
+                }],
                 pos: Pos::default(),
             },
         ],
     };
-    Query { statements: vec![Statement::Tabular(tab)] }
+    Query {
+        statements: vec![Statement::Tabular(tab)],
+    }
 }
 
 fn assert_round_trip(q: &Query) -> Result<(), TestCaseError> {
@@ -36,7 +42,9 @@ fn assert_round_trip(q: &Query) -> Result<(), TestCaseError> {
 }
 
 fn name_strategy() -> impl Strategy<Value = String> {
-    any::<String>().prop_filter("names are not empty", |s| !s.is_empty() && !s.starts_with('('))
+    any::<String>().prop_filter("names are not empty", |s| {
+        !s.is_empty() && !s.starts_with('(')
+    })
 }
 
 proptest! {
@@ -99,15 +107,99 @@ proptest! {
 }
 
 const SOUP: &[&str] = &[
-    "DeviceProcessEvents", "DeviceNetworkEvents", "|", "where", "project", "extend", "summarize", "by",
-    "count()", "dcount(", ")", "(", ",", "=", "==", "!=", "=~", "has", "!has", "contains", "in", "!in",
-    "in~", "between", "..", "and", "or", "not(", "x", "FileName", "Timestamp", "ago(1d)", "5m", "1.5",
-    "\"a\"", "@'b''c'", "dynamic([1,\"x\"])", "datetime(2023-01-01)", "let", ";", "union", "join",
-    "kind=inner", "on", "$left.x", "$right.x", "mv-expand", "take", "10", "sort", "asc", "desc", "top",
-    "distinct", "*", "[", "]", "{", "}", "-", "+", "/", "%", "render", "timechart", "arg_max(", "iff(",
-    "case(", "toscalar(", "materialize(", "datatable(x:long)", "[1,2]", "print", "range", "from", "to",
-    "step", "project-away", "project-rename", "lookup", "parse", "with", "evaluate", "bag_unpack(",
-    "matches", "regex", "has_any", "startswith", "endswith", "tostring(", "todynamic(", ".", "a.b",
+    "DeviceProcessEvents",
+    "DeviceNetworkEvents",
+    "|",
+    "where",
+    "project",
+    "extend",
+    "summarize",
+    "by",
+    "count()",
+    "dcount(",
+    ")",
+    "(",
+    ",",
+    "=",
+    "==",
+    "!=",
+    "=~",
+    "has",
+    "!has",
+    "contains",
+    "in",
+    "!in",
+    "in~",
+    "between",
+    "..",
+    "and",
+    "or",
+    "not(",
+    "x",
+    "FileName",
+    "Timestamp",
+    "ago(1d)",
+    "5m",
+    "1.5",
+    "\"a\"",
+    "@'b''c'",
+    "dynamic([1,\"x\"])",
+    "datetime(2023-01-01)",
+    "let",
+    ";",
+    "union",
+    "join",
+    "kind=inner",
+    "on",
+    "$left.x",
+    "$right.x",
+    "mv-expand",
+    "take",
+    "10",
+    "sort",
+    "asc",
+    "desc",
+    "top",
+    "distinct",
+    "*",
+    "[",
+    "]",
+    "{",
+    "}",
+    "-",
+    "+",
+    "/",
+    "%",
+    "render",
+    "timechart",
+    "arg_max(",
+    "iff(",
+    "case(",
+    "toscalar(",
+    "materialize(",
+    "datatable(x:long)",
+    "[1,2]",
+    "print",
+    "range",
+    "from",
+    "to",
+    "step",
+    "project-away",
+    "project-rename",
+    "lookup",
+    "parse",
+    "with",
+    "evaluate",
+    "bag_unpack(",
+    "matches",
+    "regex",
+    "has_any",
+    "startswith",
+    "endswith",
+    "tostring(",
+    "todynamic(",
+    ".",
+    "a.b",
 ];
 
 #[test]
@@ -116,6 +208,18 @@ fn deep_nesting_is_an_error_not_a_crash() {
     assert!(parse(&deep).is_err());
     let deep_neg = format!("print x = {}1", "-".repeat(100_000));
     assert!(parse(&deep_neg).is_err());
-    let deep_dyn = format!("print x = dynamic({}1{})", "[".repeat(100_000), "]".repeat(100_000));
+    let chain = format!("print x = 1{}", " + 1".repeat(100_000));
+    assert!(parse(&chain).is_err());
+    let members = format!("print x = a{}", ".b".repeat(100_000));
+    assert!(parse(&members).is_err());
+    let ands = format!("print x = true{}", " and true".repeat(100_000));
+    assert!(parse(&ands).is_err());
+    let ok = format!("print x = 1{}", " + 1".repeat(100));
+    assert!(parse(&ok).is_ok(), "ordinary chains still parse");
+    let deep_dyn = format!(
+        "print x = dynamic({}1{})",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     assert!(parse(&deep_dyn).is_err());
 }

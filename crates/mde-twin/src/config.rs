@@ -93,7 +93,8 @@ impl TwinConfig {
         }
         if self.actions.in_progress_after_secs > self.actions.succeeded_after_secs {
             return Err(
-                "actions.in_progress_after_secs must not exceed actions.succeeded_after_secs".into(),
+                "actions.in_progress_after_secs must not exceed actions.succeeded_after_secs"
+                    .into(),
             );
         }
         for (i, t) in self.tenants.iter().enumerate() {

@@ -3,6 +3,27 @@
 //! serving recorded Advanced Hunting tables over real HTTP with the real limits and error
 //! shapes (see `/work/shared/reference/mde-api.md`).
 //!
+//! One listener serves every host; point the client's login, Graph and MDE base URLs at
+//! [`TwinHandle::base_url`].
+//!
+//! | endpoint | notes |
+//! |---|---|
+//! | `POST /{tenant}/oauth2/v2.0/token` | form `grant_type=client_credentials`, `client_id`, `client_secret` (or HTTP Basic), `scope=<resource>/.default` |
+//! | `POST /{tenant}/oauth2/token` | v1: `resource=` instead of `scope`; numbers as strings |
+//! | `GET /{tenant}/v2.0/.well-known/openid-configuration` | endpoints point at the twin |
+//! | `POST /v1.0/security/runHuntingQuery` | Graph: `{"Query","Timespan"?}` → `schema`/`results`; role `ThreatHunting.Read.All` |
+//! | `POST /api/advancedqueries/run` (and `/api/advancedhunting/run`) | MDE: `{"Query"}` → `Stats`/`Schema`/`Results`; role `AdvancedQuery.Read.All` |
+//! | `GET /api/machines` | `$filter` (`eq`, `ne`, `startswith`, `and`/`or`), `$top`, `$skip`; role `Machine.Read.All` |
+//! | `GET /api/machines/{id}` | by MDE id or Entra device id |
+//! | `GET /api/machines/findbyip(ip='…',timestamp=…)` | machines holding the IP within ±15 min |
+//! | `POST /api/machines/{id}/isolate`, `…/unisolate` | `{"Comment","IsolationType"}` → 201 MachineAction; role `Machine.Isolate` |
+//! | `GET /api/machineactions`, `GET /api/machineactions/{id}` | Pending → InProgress → Succeeded on the twin clock |
+//! | `GET /_twin/calls/{tenant}` | [`CallCounts`]: totals, throttled, most calls in any 60 s / 3,600 s |
+//! | `GET /_twin/actions/{tenant}`, `GET /_twin/clock` | recorded machine actions; the twin's now and scale |
+//!
+//! Twin-only additions, absent from the real services: the machine entity's `isolationState`,
+//! the `x-twin-result-truncated: true` header on results cut at the row cap, and `/_twin/*`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), culprit_mde_twin::TwinError> {
 //! use culprit_mde_twin::{Twin, TwinConfig};

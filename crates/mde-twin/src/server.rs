@@ -254,6 +254,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/_twin/calls/{tenant}", get(admin_calls))
         .route("/_twin/actions/{tenant}", get(admin_actions))
+        .route("/_twin/clock", get(admin_clock))
         .merge(api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), json_errors))
@@ -290,9 +291,7 @@ async fn json_errors(State(st): State<Shared>, req: Request, next: Next) -> Resp
         s if s.is_server_error() => "InternalServerError",
         _ => "BadRequest",
     };
-    let mut err = ApiError::new(api_of(&path), status, code, text, now);
-    err.status = status;
-    err.into_response()
+    ApiError::new(api_of(&path), status, code, text, now).into_response()
 }
 
 async fn not_found(State(st): State<Shared>, req: Request) -> Response {
@@ -381,6 +380,10 @@ async fn admin_calls(State(st): State<Shared>, Path(tenant): Path<String>) -> Re
         Some(c) => axum::Json(c).into_response(),
         None => unknown_tenant(&st, &tenant),
     }
+}
+
+async fn admin_clock(State(st): State<Shared>) -> Response {
+    axum::Json(json!({ "now": st.now(), "scale": st.clock.scale() })).into_response()
 }
 
 async fn admin_actions(State(st): State<Shared>, Path(tenant): Path<String>) -> Response {

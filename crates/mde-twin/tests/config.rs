@@ -47,7 +47,10 @@ fn toml_config_with_defaults_for_the_rest() {
     assert_eq!(cfg.faults.seed, 7);
     assert_eq!(cfg.tenants[0].data_dirs.len(), 2);
     assert_eq!(cfg.tenants[0].clients[0].roles, ["AdvancedQuery.Read.All"]);
-    assert!(!format!("{cfg:?}").contains("hunter2"), "secrets stay out of Debug");
+    assert!(
+        !format!("{cfg:?}").contains("hunter2"),
+        "secrets stay out of Debug"
+    );
 
     let defaults = TwinConfig::default();
     assert_eq!(defaults.token_lifetime_secs, 3599);
@@ -91,14 +94,26 @@ async fn bad_settings_are_refused_naming_the_field() {
     assert!(start_err(cfg).await.to_string().contains("clock.scale"));
 
     let mut cfg = config();
-    cfg.tenants.push(tenant(&TENANT.to_uppercase(), vec![scenario()]));
-    assert!(start_err(cfg).await.to_string().contains("configured twice"));
+    cfg.tenants
+        .push(tenant(&TENANT.to_uppercase(), vec![scenario()]));
+    assert!(
+        start_err(cfg)
+            .await
+            .to_string()
+            .contains("configured twice")
+    );
 }
 
 #[tokio::test]
 async fn bad_data_is_refused_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let err = start_err(TwinConfig::single_tenant("t", "c", "s", vec![dir.path().into()])).await;
+    let err = start_err(TwinConfig::single_tenant(
+        "t",
+        "c",
+        "s",
+        vec![dir.path().into()],
+    ))
+    .await;
     assert!(matches!(err, TwinError::Data { .. }), "{err}");
 
     std::fs::create_dir(dir.path().join("mde")).unwrap();
@@ -107,10 +122,18 @@ async fn bad_data_is_refused_naming_file_and_line() {
         "{\"DeviceId\":\"a\"}\n{not json\n",
     )
     .unwrap();
-    let err = start_err(TwinConfig::single_tenant("t", "c", "s", vec![dir.path().into()]))
-        .await
-        .to_string();
-    assert!(err.contains("DeviceInfo.jsonl") && err.contains("line 2"), "{err}");
+    let err = start_err(TwinConfig::single_tenant(
+        "t",
+        "c",
+        "s",
+        vec![dir.path().into()],
+    ))
+    .await
+    .to_string();
+    assert!(
+        err.contains("DeviceInfo.jsonl") && err.contains("line 2"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -136,9 +159,20 @@ async fn an_unknown_table_is_loaded_with_an_inferred_schema() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["type"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(types.contains(&("Count".into(), "Int64".into())), "{types:?}");
-    assert!(types.contains(&("Timestamp".into(), "DateTime".into())), "{types:?}");
+    assert!(
+        types.contains(&("Count".into(), "Int64".into())),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&("Timestamp".into(), "DateTime".into())),
+        "{types:?}"
+    );
     assert_eq!(r.body["results"][0]["Name"], "x");
 }

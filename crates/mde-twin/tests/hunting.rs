@@ -261,6 +261,65 @@ async fn the_46th_call_in_a_minute_is_throttled_with_retry_after() {
 }
 
 #[tokio::test]
+async fn retry_after_is_in_real_seconds_under_a_scaled_clock() {
+    // A twin second lasts 1,000 real seconds, so the whole test runs inside one twin minute
+    // and a 60 s wait on the twin clock is about 60,000 real seconds.
+    let mut cfg = config();
+    cfg.clock.start = Some(start_time());
+    cfg.clock.scale = 0.001;
+    cfg.limits.calls_per_minute = 3;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let twin = culprit_mde_twin::Twin::start(cfg, listener).await.unwrap();
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", twin.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", MDE_SCOPE),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        let resp = http
+            .post(format!("{}/api/advancedqueries/run", twin.base_url()))
+            .bearer_auth(token)
+            .json(&json!({"Query": "DeviceInfo | take 1"}))
+            .send()
+            .await
+            .unwrap();
+        last = Some(Reply::read(resp).await);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, 429, "{}", last.body);
+    let secs: u64 = last.header("retry-after").unwrap().parse().unwrap();
+    assert!((59_000..=60_000).contains(&secs), "{secs}");
+    let clock: Value = http
+        .get(format!("{}/_twin/clock", twin.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(clock["scale"], 0.001);
+    assert!(
+        clock["now"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-08-16T05:05:16")
+    );
+    twin.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_hourly_quota_is_enforced_and_counted() {
     let mut cfg = config();
     cfg.limits.calls_per_hour = 5;
@@ -408,7 +467,8 @@ async fn ago_is_relative_to_the_twin_clock() {
 
 /// A query that makes 19,600 rows (140 × 140): slow enough to outlast a millisecond under any
 /// build, quick enough not to hold a core for long after the twin gives up on it.
-const SLOW: &str = "DeviceNetworkEvents | join kind=inner (DeviceNetworkEvents) on DeviceId | count";
+const SLOW: &str =
+    "DeviceNetworkEvents | join kind=inner (DeviceNetworkEvents) on DeviceId | count";
 
 /// needs culprit-kql
 #[tokio::test]
@@ -425,4 +485,16 @@ async fn a_query_past_the_timeout_is_refused_and_charged() {
     let next = env.mde_hunt(&token, "DeviceInfo | take 1").await;
     assert_eq!(next.status, 429, "{}", next.body);
     assert!(next.message().contains("CPU quota"), "{}", next.message());
+}
+
+#[tokio::test]
+async fn concurrent_calls_admit_exactly_the_quota() {
+    let env = Env::start(config()).await;
+    let token = env.mde_token().await;
+    let calls = (0..60).map(|_| env.mde_hunt(&token, "DeviceInfo | take 1"));
+    let replies = futures::future::join_all(calls).await;
+    let throttled = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(throttled, 15);
+    let counts = env.twin.call_counts(TENANT);
+    assert_eq!((counts.hunting.total, counts.hunting.throttled), (60, 15));
 }

@@ -361,6 +361,11 @@ async fn unknown_routes_and_odd_requests_get_json_errors() {
     let r = env.get("/v1.0/nothing", &token).await;
     assert_eq!(r.status, 404);
     assert!(r.body["error"]["innerError"].is_object());
+    let r = env.get("/api/advancedqueries/run", &token).await;
+    assert_eq!((r.status, r.code()), (405, "MethodNotAllowed"));
+    let r = env.get("/api/machines/%ff", &token).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body["error"]["target"].is_string());
     let r = env.get("/api/machines?$skip=-1", &token).await;
     assert_eq!(r.status, 400);
     let r = env

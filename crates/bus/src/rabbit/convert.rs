@@ -12,7 +12,12 @@ use crate::{BusError, HEADER_ATTEMPT, HEADER_REASON, Message};
 const PERSISTENT: u8 = 2;
 
 /// Header prefixes the broker adds when it dead-letters; bookkeeping, not the sender's headers.
-const BROKER_HEADERS: [&str; 4] = ["x-death", "x-first-death-", "x-last-death-", "x-delivery-count"];
+const BROKER_HEADERS: [&str; 4] = [
+    "x-death",
+    "x-first-death-",
+    "x-last-death-",
+    "x-delivery-count",
+];
 
 pub(crate) fn short(field: &str, value: &str) -> Result<ShortString, BusError> {
     ShortString::try_new(value).map_err(|e| BusError::InvalidInput {
@@ -78,7 +83,7 @@ pub(crate) fn message(props: &BasicProperties, payload: Vec<u8>) -> (Message, u3
 }
 
 /// Why a dead letter is there: our header, else the broker's first death reason
-/// (`rejected`, `expired`, `delivery_limit`, ...).
+/// (`rejected`, `expired`, [`crate::DELIVERY_LIMIT_REASON`], ...).
 pub(crate) fn dead_reason(props: &BasicProperties, message: &Message) -> String {
     if let Some(reason) = message.header(HEADER_REASON) {
         return reason.to_owned();
@@ -88,7 +93,7 @@ pub(crate) fn dead_reason(props: &BasicProperties, message: &Message) -> String 
         .as_ref()
         .and_then(|t| t.inner().get("x-first-death-reason"))
         .and_then(as_text)
-        .map_or_else(|| "unknown".to_owned(), |r| format!("broker: {r}"))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn as_text(value: &AMQPValue) -> Option<String> {
@@ -127,7 +132,10 @@ mod tests {
     #[test]
     fn round_trip_keeps_id_headers_priority_and_attempt() {
         let msg = Message::new("vectra:t1:42:1", b"payload".to_vec())
-            .with_header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .with_header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
             .with_priority(7);
         let props = properties(&msg, 3).unwrap();
         assert_eq!(*props.delivery_mode(), Some(PERSISTENT));
@@ -139,7 +147,10 @@ mod tests {
     #[test]
     fn broker_headers_are_dropped_and_first_reason_read() {
         let mut table = FieldTable::default();
-        table.insert("x-first-death-reason".into(), AMQPValue::LongString("delivery_limit".into()));
+        table.insert(
+            "x-first-death-reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
         table.insert("x-death".into(), AMQPValue::FieldArray(vec![].into()));
         table.insert("schema".into(), AMQPValue::LongLongInt(2));
         let props = BasicProperties::default().with_headers(table);
@@ -147,7 +158,7 @@ mod tests {
         assert_eq!(attempt, 1);
         assert_eq!(msg.headers.len(), 1, "{:?}", msg.headers);
         assert_eq!(msg.header("schema"), Some("2"));
-        assert_eq!(dead_reason(&props, &msg), "broker: delivery_limit");
+        assert_eq!(dead_reason(&props, &msg), crate::DELIVERY_LIMIT_REASON);
     }
 
     #[test]

@@ -58,9 +58,22 @@ impl RabbitBus {
     pub async fn delete_topology(&self) -> Result<(), BusError> {
         let link = self.link().await?;
         let channel = open_channel(&link).await?;
+        let topology = self.topology(&channel);
         let mut queues = QueueName::STANDARD.to_vec();
         queues.extend(self.shared.custom_queues());
-        self.topology(&channel).delete_all(&queues).await
+        for queue in &queues {
+            topology.delete_queue(queue).await?;
+        }
+        topology.delete_exchanges().await
+    }
+
+    /// Deletes one work queue with its retry and dead-letter queues (messages included).
+    /// It comes back on the next reconnection or subscription.
+    pub async fn delete_queue(&self, queue: &QueueName) -> Result<(), BusError> {
+        queue.validate()?;
+        let link = self.link().await?;
+        let channel = open_channel(&link).await?;
+        self.topology(&channel).delete_queue(queue).await
     }
 
     /// Shuts the bus down: consumers' `next()` returns `None`, unacked messages go back to
@@ -142,7 +155,11 @@ impl RabbitBus {
         let name = self.shared.names.queue(&queue);
         let passive = QueueDeclareOptions::durable().passive();
         let declared = channel
-            .queue_declare(convert::short("queue", &name)?, passive, FieldTable::default())
+            .queue_declare(
+                convert::short("queue", &name)?,
+                passive,
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| BusError::amqp(format!("inspect queue {name}"), e))?;
         Ok(u64::from(declared.message_count()))

@@ -27,7 +27,8 @@ impl Topology<'_> {
             self.exchange(&self.names.exchange(topic), ExchangeKind::Topic)
                 .await?;
         }
-        self.exchange(&self.names.dlx(), ExchangeKind::Direct).await?;
+        self.exchange(&self.names.dlx(), ExchangeKind::Direct)
+            .await?;
         for queue in QueueName::STANDARD {
             self.declare_queue(&queue).await?;
         }
@@ -75,22 +76,23 @@ impl Topology<'_> {
             .await
     }
 
-    /// Deletes the queues (work, retry, dead-letter) and every exchange under the prefix.
-    pub(crate) async fn delete_all(&self, queues: &[QueueName]) -> Result<(), BusError> {
-        for queue in queues {
-            let mut names = vec![self.names.queue(queue), self.names.dlq(queue)];
-            names.extend((1..=self.cfg.retry_delays.len()).map(|n| self.names.retry(queue, n)));
-            for name in names {
-                self.channel
-                    .queue_delete(short(&name)?, QueueDeleteOptions::default())
-                    .await
-                    .map_err(|e| BusError::amqp(format!("delete queue {name}"), e))?;
-            }
+    /// Deletes a work queue with its retry and dead-letter queues.
+    pub(crate) async fn delete_queue(&self, queue: &QueueName) -> Result<(), BusError> {
+        let mut names = vec![self.names.queue(queue), self.names.dlq(queue)];
+        names.extend((1..=self.cfg.retry_delays.len()).map(|n| self.names.retry(queue, n)));
+        for name in names {
+            self.channel
+                .queue_delete(short(&name)?, QueueDeleteOptions::default())
+                .await
+                .map_err(|e| BusError::amqp(format!("delete queue {name}"), e))?;
         }
-        let mut exchanges: Vec<String> = Topic::ALL
-            .iter()
-            .map(|t| self.names.exchange(*t))
-            .collect();
+        Ok(())
+    }
+
+    /// Deletes the topic exchanges and the dlx.
+    pub(crate) async fn delete_exchanges(&self) -> Result<(), BusError> {
+        let mut exchanges: Vec<String> =
+            Topic::ALL.iter().map(|t| self.names.exchange(*t)).collect();
         exchanges.push(self.names.dlx());
         for name in exchanges {
             self.channel

@@ -316,6 +316,12 @@ fn not_json_or_wrong_shape_is_an_outer_error() {
     assert_eq!(e.path(), "$");
     let e = parse_json(br#"{"results": 5}"#, "t").unwrap_err();
     assert_eq!(e.path(), "results");
+    assert!(
+        parse_json(br#"{"count": 0, "next": null, "results": null}"#, "t")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(parse_json(b"[]", "t").unwrap().is_empty());
 }
 
 #[test]
@@ -338,4 +344,50 @@ proptest::proptest! {
         b[i] = byte;
         let _ = parse_json(&b, "t");
     }
+}
+
+#[test]
+fn wrong_shaped_nested_fields_warn_at_their_path() {
+    let d = one(
+        r#"{"id": 12, "detection_type": "X", "category": "c", "src_ip": "10.0.0.1",
+        "src_host": "not an object", "summary": [1],
+        "last_timestamp": "2024-01-02T03:04:05Z",
+        "grouped_details": [
+          "oops",
+          {"sessions": {"dst_ip": "1.1.1.1"}},
+          {"sessions": ["s", {"dst_ip": "2.2.2.2", "dst_port": 53, "protocol": "udp"}], "dst_ips": 7}]}"#,
+    )
+    .unwrap();
+    assert_eq!(d.flows.len(), 1);
+    assert_eq!(d.flows[0].remote_ip, ip("2.2.2.2"));
+    let w = d.warnings.join("\n");
+    for needle in [
+        "src_host: expected an object, got a string",
+        "summary: expected an object, got an array",
+        "grouped_details[0]: expected an object, got a string",
+        "grouped_details[1].sessions: expected an array, got an object",
+        "grouped_details[2].sessions[0]: expected an object, got a string; session ignored",
+    ] {
+        assert!(w.contains(needle), "{needle} in\n{w}");
+    }
+}
+
+#[test]
+fn sentinel_groups_stored_as_json_text() {
+    let groups = r#"[{"sessions": [{"dst_ip": "5.6.7.8", "dst_port": 443, "protocol": "tcp", "first_timestamp": "2023-06-23T00:00:00Z", "last_timestamp": "2023-06-23T01:00:00Z"}]}]"#;
+    let doc = serde_json::json!({"id": 13, "detection_type": "X", "category": "c", "src_ip": "10.0.0.1",
+        "last_timestamp": "2023-07-04T00:00:00Z", "grouped_details": groups});
+    let d = parse_detection(&doc, "t").unwrap();
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    assert_eq!(d.flows[0].remote_ip, ip("5.6.7.8"));
+    assert_eq!(d.window.start, ts("2023-06-23T00:00:00Z"));
+}
+
+#[test]
+fn duplicate_key_fails_only_its_detection() {
+    let page = format!(r#"{{"results": [{MINIMAL}, {{"id": 1, "id": 2}}]}}"#);
+    let parsed = parse_json(page.as_bytes(), "t").unwrap();
+    assert!(parsed[0].detection.is_ok());
+    let e = parsed[1].detection.as_ref().unwrap_err();
+    assert_eq!(e.path(), "results[1]");
 }

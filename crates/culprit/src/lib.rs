@@ -1,0 +1,7 @@
+//! The `culprit` binary's library: the command line, the embedded pipeline and the panels, so
+//! the workspace's integration tests can drive the same code the binary runs.
+
+pub mod cli;
+pub mod pipeline;
+pub mod render;
+pub mod scenario;

@@ -1,0 +1,424 @@
+//! `culprit.v1.ResponseService` and the [`act`] path it shares with the automatic policy:
+//! resolve the device, refuse no-ops, call MDE, map every outcome to one gRPC code, audit.
+
+use std::sync::Arc;
+
+use culprit_mde::{IsolationState, IsolationType, MdeClient, MdeError};
+use culprit_proto::convert::timestamp_to_proto;
+use culprit_proto::v1 as pb;
+use culprit_proto::v1::response_service_server::ResponseService;
+use tonic::{Code, Request, Response, Status};
+
+use crate::auth::{Principal, Scope};
+use crate::ctx::{Ctx, tenant_of_key};
+use crate::stores::{AuditRecord, AuditSink, Outcome};
+
+/// Metadata key carrying the pending action's id with ALREADY_EXISTS.
+pub const ACTION_ID_METADATA: &str = "x-culprit-action-id";
+/// Metadata key carrying the MDE error kind (`forbidden`, `not_found`, ...).
+pub const ERROR_KIND_METADATA: &str = "x-culprit-error-kind";
+
+/// The response service over the shared context.
+#[derive(Debug, Clone)]
+pub struct ResponseApi {
+    pub(crate) ctx: Arc<Ctx>,
+}
+
+/// What to do to a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Act {
+    Isolate(IsolationType),
+    Release,
+}
+
+impl Act {
+    fn name(self) -> &'static str {
+        match self {
+            Act::Isolate(_) => "isolate",
+            Act::Release => "release",
+        }
+    }
+    fn isolation(self) -> Option<String> {
+        match self {
+            Act::Isolate(t) => Some(format!("{t:?}")),
+            Act::Release => None,
+        }
+    }
+}
+
+/// An audit record being filled in as the attempt proceeds.
+pub(crate) fn draft(actor: &str, act: Act, comment: &str) -> AuditRecord {
+    AuditRecord {
+        at: culprit_model::Timestamp::default(),
+        actor: actor.to_owned(),
+        action: act.name().to_owned(),
+        tenant: String::new(),
+        device_id: None,
+        detection_key: None,
+        isolation_type: act.isolation(),
+        comment: comment.to_owned(),
+        outcome: Outcome::Denied,
+        code: String::new(),
+        detail: String::new(),
+        action_id: None,
+    }
+}
+
+/// Logs the record (the structured log is the second copy) and appends it to the trail.
+pub(crate) async fn audit(sink: &dyn AuditSink, rec: &AuditRecord) {
+    tracing::info!(
+        target: "culprit::audit",
+        actor = %rec.actor,
+        action = %rec.action,
+        tenant = %rec.tenant,
+        device_id = rec.device_id.as_deref().unwrap_or(""),
+        detection_key = rec.detection_key.as_deref().unwrap_or(""),
+        isolation_type = rec.isolation_type.as_deref().unwrap_or(""),
+        comment = %rec.comment,
+        outcome = ?rec.outcome,
+        code = %rec.code,
+        detail = %rec.detail,
+        action_id = rec.action_id.as_deref().unwrap_or(""),
+        "response attempt"
+    );
+    if let Err(e) = sink.append(rec).await {
+        tracing::error!(target: "culprit::audit", error = %e, "audit trail append failed; the log line above is the record");
+    }
+}
+
+/// Completes a record from the attempt's result.
+pub(crate) fn conclude(
+    ctx: &Ctx,
+    mut rec: AuditRecord,
+    result: &Result<pb::MachineAction, Status>,
+) -> AuditRecord {
+    rec.at = ctx.h.clock.now();
+    match result {
+        Ok(a) => {
+            rec.outcome = Outcome::Allowed;
+            rec.code = "OK".into();
+            rec.action_id = Some(a.id.clone());
+            rec.detail = format!("MDE action {} created", a.id);
+        }
+        Err(s) => {
+            rec.outcome = match s.code() {
+                Code::Unavailable | Code::Internal | Code::Unknown | Code::DeadlineExceeded => {
+                    Outcome::Failed
+                }
+                _ => Outcome::Denied,
+            };
+            rec.code = format!("{:?}", s.code());
+            rec.detail = s.message().to_owned();
+            rec.action_id = s
+                .metadata()
+                .get(ACTION_ID_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
+    }
+    rec
+}
+
+fn with_meta(mut s: Status, key: &'static str, value: &str) -> Status {
+    if let Ok(v) = value.parse() {
+        s.metadata_mut().insert(key, v);
+    }
+    s
+}
+
+/// One gRPC code per MDE failure, as the issue fixes them.
+pub(crate) fn mde_status(e: MdeError) -> Status {
+    let kind = e.kind();
+    let s = match &e {
+        MdeError::NotFound { .. } => Status::not_found(e.to_string()),
+        MdeError::Ambiguous { .. } | MdeError::AlreadyIsolated { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        MdeError::Forbidden { missing_role, .. } => Status::failed_precondition(format!(
+            "Culprit's MDE application lacks the `{}` role: {e}",
+            missing_role.as_deref().unwrap_or("Machine.Isolate")
+        )),
+        MdeError::ActiveRequestAlreadyExists {
+            pending_action_id, ..
+        } => {
+            let s = Status::already_exists(e.to_string());
+            match pending_action_id {
+                Some(id) => with_meta(s, ACTION_ID_METADATA, id),
+                None => s,
+            }
+        }
+        MdeError::Unauthorized { .. }
+        | MdeError::InvalidClient { .. }
+        | MdeError::UnauthorizedClient { .. }
+        | MdeError::UnknownTenant { .. }
+        | MdeError::TokenRejected { .. }
+        | MdeError::InvalidConfig { .. } => Status::failed_precondition(format!(
+            "Culprit's MDE credentials for this tenant are not usable: {e}"
+        )),
+        MdeError::InvalidInput { .. } | MdeError::BadRequest { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ if e.is_retryable() => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    };
+    with_meta(s, ERROR_KIND_METADATA, kind)
+}
+
+fn action_status(s: &culprit_mde::ActionStatus) -> pb::ActionStatus {
+    use culprit_mde::ActionStatus as A;
+    match s {
+        A::Pending => pb::ActionStatus::Pending,
+        A::InProgress => pb::ActionStatus::InProgress,
+        A::Succeeded => pb::ActionStatus::Succeeded,
+        A::Failed => pb::ActionStatus::Failed,
+        A::TimeOut => pb::ActionStatus::TimeOut,
+        A::Cancelled => pb::ActionStatus::Cancelled,
+        A::Other(_) => pb::ActionStatus::Unspecified,
+    }
+}
+
+/// MDE's action as the API returns it. `requestor` is Culprit's caller when known.
+pub(crate) fn action_to_proto(
+    a: &culprit_mde::MachineAction,
+    tenant: &str,
+    requestor: Option<&str>,
+    detection_key: Option<&str>,
+) -> pb::MachineAction {
+    let action_type = if a.action_type.eq_ignore_ascii_case("isolate") {
+        pb::ActionType::Isolate
+    } else if a.action_type.eq_ignore_ascii_case("unisolate") {
+        pb::ActionType::Release
+    } else {
+        pb::ActionType::Unspecified
+    };
+    let isolation = match a.scope.as_deref() {
+        Some(s) if s.eq_ignore_ascii_case("full") => pb::IsolationType::Full,
+        Some(s) if s.eq_ignore_ascii_case("selective") => pb::IsolationType::Selective,
+        _ => pb::IsolationType::Unspecified,
+    };
+    pb::MachineAction {
+        id: a.id.clone(),
+        tenant: tenant.to_owned(),
+        r#type: action_type.into(),
+        isolation_type: isolation.into(),
+        status: action_status(&a.status).into(),
+        device_id: a.machine_id.clone().unwrap_or_default(),
+        device_name: a.computer_dns_name.clone().unwrap_or_default(),
+        requestor: requestor
+            .map(str::to_owned)
+            .or_else(|| a.requestor.clone())
+            .unwrap_or_default(),
+        comment: a.requestor_comment.clone().unwrap_or_default(),
+        detection_key: detection_key.unwrap_or_default().to_owned(),
+        created_at: a.created.map(timestamp_to_proto),
+        updated_at: a.last_update.map(timestamp_to_proto),
+    }
+}
+
+/// Refuses the no-ops: a pending action, isolating an isolated device, releasing a free one.
+async fn check_state(client: &MdeClient, device_id: &str, act: Act) -> Result<(), Status> {
+    let state = client
+        .isolation_state(device_id)
+        .await
+        .map_err(mde_status)?;
+    match (state, act) {
+        (IsolationState::Pending(a), _) => Err(with_meta(
+            Status::already_exists(format!(
+                "device {device_id} already has a pending {} action {}",
+                a.action_type, a.id
+            )),
+            ACTION_ID_METADATA,
+            &a.id,
+        )),
+        (IsolationState::Isolated(a), Act::Isolate(_)) => Err(Status::failed_precondition(
+            format!("device {device_id} is already isolated (action {})", a.id),
+        )),
+        (IsolationState::NotIsolated(_), Act::Release) => Err(Status::failed_precondition(
+            format!("device {device_id} is not isolated: nothing to release"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Performs `act` on a device of `tenant` (the device must exist and the act change something).
+pub(crate) async fn act(
+    ctx: &Ctx,
+    tenant: &str,
+    device_id: &str,
+    act: Act,
+    comment: &str,
+    actor: &str,
+    detection_key: Option<&str>,
+) -> Result<pb::MachineAction, Status> {
+    let client = ctx.mde(tenant)?;
+    client.machine(device_id).await.map_err(mde_status)?;
+    check_state(client, device_id, act).await?;
+    let action = match act {
+        Act::Isolate(t) => client.isolate(device_id, t, comment).await,
+        Act::Release => client.release(device_id, comment).await,
+    }
+    .map_err(mde_status)?;
+    Ok(action_to_proto(&action, tenant, Some(actor), detection_key))
+}
+
+/// The device a target names: its id, or the unambiguous device of a detection's answer.
+async fn resolve_target(
+    ctx: &Ctx,
+    p: &Principal,
+    target: Option<&pb::DeviceTarget>,
+    rec: &mut AuditRecord,
+) -> Result<(String, String), Status> {
+    use pb::device_target::Target;
+    let t = target.ok_or_else(|| Status::invalid_argument("target: required"))?;
+    match &t.target {
+        Some(Target::DeviceId(id)) if !id.is_empty() => {
+            let tenant = p.single_tenant(&t.tenant, "target.tenant")?;
+            rec.tenant.clone_from(&tenant);
+            rec.device_id = Some(id.clone());
+            Ok((tenant, id.clone()))
+        }
+        Some(Target::DetectionKey(key)) if !key.is_empty() => {
+            let tenant = tenant_of_key(key, "target.detection_key")?;
+            rec.tenant.clone_from(&tenant);
+            rec.detection_key = Some(key.clone());
+            p.require_tenant(&tenant)?;
+            let c = ctx.correlation(key).await?;
+            let device = device_of(&c)?;
+            rec.device_id = Some(device.clone());
+            Ok((tenant, device))
+        }
+        _ => Err(Status::invalid_argument(
+            "target: give device_id (with tenant) or detection_key",
+        )),
+    }
+}
+
+/// The answer's device, refusing ambiguity and absence.
+pub(crate) fn device_of(c: &pb::Correlation) -> Result<String, Status> {
+    if c.status == pb::Status::DeviceAmbiguous as i32 || c.devices.len() > 1 {
+        let ids: Vec<&str> = c.devices.iter().map(|d| d.device_id.as_str()).collect();
+        return Err(Status::failed_precondition(format!(
+            "detection `{}` matches several devices ({}): name one by device_id",
+            c.detection_key,
+            ids.join(", ")
+        )));
+    }
+    match &c.device {
+        Some(d) if !d.device_id.is_empty() => Ok(d.device_id.clone()),
+        _ => Err(Status::not_found(format!(
+            "detection `{}` has no device in its answer",
+            c.detection_key
+        ))),
+    }
+}
+
+fn isolation_of(v: i32) -> Result<IsolationType, Status> {
+    match pb::IsolationType::try_from(v) {
+        Ok(pb::IsolationType::Full) => Ok(IsolationType::Full),
+        Ok(pb::IsolationType::Selective) => Ok(IsolationType::Selective),
+        _ => Err(Status::invalid_argument(
+            "isolation_type: ISOLATION_TYPE_FULL or ISOLATION_TYPE_SELECTIVE",
+        )),
+    }
+}
+
+impl ResponseApi {
+    /// Authenticates, resolves and acts, filling `rec` as it learns who and what.
+    async fn attempt(
+        &self,
+        metadata: &Request<()>,
+        target: Option<&pb::DeviceTarget>,
+        what: Act,
+        comment: &str,
+        rec: &mut AuditRecord,
+    ) -> Result<pb::MachineAction, Status> {
+        let p = self.ctx.keys.authenticate(metadata)?;
+        rec.actor.clone_from(&p.key_id);
+        p.require_scope(Scope::Respond)?;
+        if comment.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "comment: required (why, shown in Defender and the audit trail)",
+            ));
+        }
+        let (tenant, device) = resolve_target(&self.ctx, &p, target, rec).await?;
+        let key = rec.detection_key.clone();
+        act(&self.ctx, &tenant, &device, what, comment, &p.key_id, key.as_deref()).await
+    }
+
+    async fn audited(
+        &self,
+        metadata: Request<()>,
+        target: Option<&pb::DeviceTarget>,
+        act: Result<Act, Status>,
+        comment: &str,
+    ) -> Result<pb::MachineAction, Status> {
+        let mut rec = draft("unauthenticated", act.as_ref().copied().unwrap_or(Act::Release), comment);
+        let result = match act {
+            Ok(a) => self.attempt(&metadata, target, a, comment, &mut rec).await,
+            Err(e) => {
+                // Still identify the caller for the record.
+                if let Ok(p) = self.ctx.keys.authenticate(&metadata) {
+                    rec.actor = p.key_id;
+                }
+                rec.action = "isolate".into();
+                Err(e)
+            }
+        };
+        audit(self.ctx.h.stores.as_ref(), &conclude(&self.ctx, rec, &result)).await;
+        result
+    }
+}
+
+fn metadata_only<T>(req: &Request<T>) -> Request<()> {
+    let mut r = Request::new(());
+    *r.metadata_mut() = req.metadata().clone();
+    r
+}
+
+#[tonic::async_trait]
+impl ResponseService for ResponseApi {
+    async fn isolate_device(
+        &self,
+        request: Request<pb::IsolateDeviceRequest>,
+    ) -> Result<Response<pb::IsolateDeviceResponse>, Status> {
+        let meta = metadata_only(&request);
+        let r = request.into_inner();
+        let act = isolation_of(r.isolation_type).map(Act::Isolate);
+        let action = self.audited(meta, r.target.as_ref(), act, &r.comment).await?;
+        Ok(Response::new(pb::IsolateDeviceResponse {
+            action: Some(action),
+        }))
+    }
+
+    async fn release_device(
+        &self,
+        request: Request<pb::ReleaseDeviceRequest>,
+    ) -> Result<Response<pb::ReleaseDeviceResponse>, Status> {
+        let meta = metadata_only(&request);
+        let r = request.into_inner();
+        let action = self
+            .audited(meta, r.target.as_ref(), Ok(Act::Release), &r.comment)
+            .await?;
+        Ok(Response::new(pb::ReleaseDeviceResponse {
+            action: Some(action),
+        }))
+    }
+
+    async fn get_action(
+        &self,
+        request: Request<pb::GetActionRequest>,
+    ) -> Result<Response<pb::GetActionResponse>, Status> {
+        let p = self.ctx.keys.authenticate(&request)?;
+        p.require_scope(Scope::Read)?;
+        let r = request.get_ref();
+        let tenant = p.single_tenant(&r.tenant, "tenant")?;
+        if r.action_id.trim().is_empty() {
+            return Err(Status::invalid_argument("action_id: required"));
+        }
+        let client = self.ctx.mde(&tenant)?;
+        let a = client.action(&r.action_id).await.map_err(mde_status)?;
+        Ok(Response::new(pb::GetActionResponse {
+            action: Some(action_to_proto(&a, &tenant, None, None)),
+        }))
+    }
+}
