@@ -19,6 +19,33 @@
 //! a dropped [`Delivery`] is redelivered, [`Delivery::retry`] re-queues after a growing delay and
 //! dead-letters after `max_attempts`.
 //!
+//! # Use
+//!
+//! ```
+//! use culprit_bus::{
+//!     BusConfig, BusError, HEADER_SCHEMA_VERSION, HEADER_TRACEPARENT, InProcessBus, Message,
+//!     Publisher, QueueName, Subscriber, Topic,
+//! };
+//!
+//! async fn demo() -> Result<(), BusError> {
+//!     // `RabbitBus::connect(cfg).await?` in distributed mode; same traits.
+//!     let bus = InProcessBus::new(BusConfig::default())?;
+//!     let mut hunt = bus.subscribe(QueueName::Hunt, 32).await?;
+//!     let msg = Message::new("vectra:t1:42:1", b"protobuf bytes".to_vec())
+//!         .with_header(HEADER_SCHEMA_VERSION, "1")
+//!         .with_header(HEADER_TRACEPARENT, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+//!     bus.publish(Topic::Detections, msg).await?; // returns once confirmed
+//!
+//!     let delivery = hunt.next().await.ok_or(BusError::Closed)?;
+//!     match delivery.message.payload.as_slice() {
+//!         b"" => delivery.dead_letter("empty payload").await?, // poison: never succeeds
+//!         _ => delivery.ack().await?, // after the result is published or stored
+//!     }
+//!     Ok(())
+//! }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+//!
 //! # Priorities
 //!
 //! Quorum queues do not support `x-max-priority` (classic-queue priorities). RabbitMQ 3.x
@@ -99,3 +126,23 @@ pub trait BusInspector: Send + Sync + Debug {
 pub trait Bus: Publisher + Subscriber + BusInspector {}
 
 impl<T: Publisher + Subscriber + BusInspector> Bus for T {}
+
+/// Locks a std mutex. The guarded data is only ever updated in single steps, so a panic while
+/// holding a lock cannot leave it inconsistent and poisoning is ignored.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What both implementations check before subscribing.
+pub(crate) fn check_subscription(queue: &QueueName, prefetch: u16) -> Result<(), BusError> {
+    queue.validate()?;
+    if prefetch == 0 {
+        return Err(BusError::InvalidInput {
+            field: "prefetch".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}

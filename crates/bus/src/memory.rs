@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::Names;
 use crate::delivery::Settle;
+use crate::lock;
 use crate::{
     BusConfig, BusError, BusInspector, Consumer, DELIVERY_LIMIT_REASON, DeadLetter, Delivery,
     HEADER_REASON, Message, Publisher, QueueName, Subscriber, Topic,
@@ -59,11 +60,6 @@ struct Entry {
     /// Times it came back unsettled (the broker's `x-delivery-count`).
     returns: u32,
     slot: OwnedSemaphorePermit,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these short locks cannot leave the data half-updated.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn shut_down(mut rx: watch::Receiver<bool>) {
@@ -253,13 +249,7 @@ impl Subscriber for InProcessBus {
         prefetch: u16,
     ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BusError>> {
         Box::pin(async move {
-            queue.validate()?;
-            if prefetch == 0 {
-                return Err(BusError::InvalidInput {
-                    field: "prefetch".into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
+            crate::check_subscription(&queue, prefetch)?;
             if self.is_shut_down() {
                 return Err(BusError::Closed);
             }

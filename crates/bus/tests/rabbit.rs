@@ -1,6 +1,8 @@
 //! Against the real local RabbitMQ (`CULPRIT_TEST_AMQP_URL`, default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`). Each test uses its own random prefix and deletes
 //! its queues and exchanges at the end. An unreachable broker fails the tests, never skips.
+//! `survives_the_broker_closing_its_connection` also needs `rabbitmqctl` for that broker (it
+//! closes only this test's own connection).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
 
@@ -119,6 +121,8 @@ async fn next(consumer: &mut Box<dyn Consumer>) -> culprit_bus::Delivery {
 #[tokio::test]
 async fn publish_with_confirm_then_consume_and_ack() {
     let bus = connect(config()).await;
+    let debug = format!("{:?}", *bus);
+    assert!(!debug.contains(":guest@"), "password in Debug: {debug}");
     let sent = detection(1).with_priority(7);
     bus.publish(Topic::Detections, sent.clone()).await.unwrap();
     assert_eq!(bus.queue_depth(QueueName::Hunt).await.unwrap(), 1);
@@ -342,6 +346,66 @@ async fn thousand_messages_none_lost() {
     bus.cleanup().await;
 }
 
+/// The broker drops this bus's connection (as on a broker restart, without disturbing
+/// anyone else's): the publisher and the existing consumer carry on over a new connection.
+#[tokio::test]
+async fn survives_the_broker_closing_its_connection() {
+    show_logs();
+    let bus = connect(config()).await;
+    let mut hunt = bus.subscribe(QueueName::Hunt, 4).await.unwrap();
+    bus.publish(Topic::Detections, detection(1)).await.unwrap();
+    next(&mut hunt).await.ack().await.unwrap();
+
+    close_connection_of(&bus.config().prefix).await;
+    bus.publish(Topic::Detections, detection(2)).await.unwrap();
+    let after = next(&mut hunt).await;
+    assert_eq!(after.message.message_id, "vectra:t1:2:1");
+    after.ack().await.unwrap();
+    drop(hunt);
+    bus.cleanup().await;
+}
+
+/// Shows the bus's reconnects in the test output.
+fn show_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("culprit_bus=info")
+        .with_test_writer()
+        .try_init();
+}
+
+/// Closes, through `rabbitmqctl`, the connection whose client name holds `prefix`.
+async fn close_connection_of(prefix: &str) {
+    let prefix = prefix.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let listed = std::process::Command::new("rabbitmqctl")
+            .args(["list_connections", "pid", "client_properties", "-q"])
+            .output()
+            .expect("rabbitmqctl is needed to close a connection");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let pid = listed
+            .lines()
+            .find(|line| line.contains(&prefix))
+            .and_then(|line| line.split('\t').next())
+            .unwrap_or_else(|| panic!("no connection named after {prefix} in {listed}"))
+            .to_owned();
+        let status = std::process::Command::new("rabbitmqctl")
+            .args([
+                "close_connection",
+                &pid,
+                "culprit-bus test: forced close",
+                "-q",
+            ])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "rabbitmqctl close_connection {pid}: {status}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn unreachable_broker_fails_naming_rabbitmq_and_url() {
     let port = {
@@ -368,11 +432,7 @@ async fn unreachable_broker_fails_naming_rabbitmq_and_url() {
 #[tokio::test]
 async fn consumer_and_publisher_survive_broker_restart() {
     const N: usize = 200;
-    // Shows the reconnects in the test output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("culprit_bus=info")
-        .with_test_writer()
-        .try_init();
+    show_logs();
     let bus = connect(BusConfig {
         publish_timeout: Duration::from_secs(60),
         ..config()

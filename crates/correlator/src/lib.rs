@@ -8,6 +8,7 @@
 mod community_id;
 mod device;
 pub mod eval;
+mod fx;
 mod lineage;
 mod matching;
 mod query;
@@ -184,8 +185,9 @@ pub fn attribute(
     let tol = opts.skew_tolerance;
     let (ws, we) = (det.window.start, det.window.end);
     let recent = now < we + opts.ingestion_delay;
+    let devices = view::NetDevices::new(telemetry);
     let resolution = match (det.host.ip, &det.host.name) {
-        (Some(ip), _) => device::resolve(telemetry, ip, ws - tol, we + tol),
+        (Some(ip), _) => device::resolve(telemetry, &devices, ip, ws - tol, we + tol),
         (None, Some(name)) => device::resolve_by_name(telemetry, name),
         (None, None) => Resolution::NotFound,
     };
@@ -232,7 +234,7 @@ pub fn attribute(
         }
         Resolution::One(h) => h,
     };
-    let view = DeviceView::build(telemetry, held.id);
+    let view = DeviceView::build(telemetry, &devices, held.id);
     c.device = Some(device_ref(&held));
     c.window_activity = lineage::window_activity(&view, ws, we, tol);
     let in_window = view.net.iter().any(|r| r.t >= ws - tol && r.t <= we + tol);

@@ -3,6 +3,8 @@
 //! device started during the window.
 
 use std::collections::HashSet;
+
+use crate::fx::FxSet;
 use std::net::IpAddr;
 
 use culprit_model::correlation::{ActivityEntry, TreeNode};
@@ -53,7 +55,7 @@ pub(crate) struct Lineage<'v, 'a> {
     /// (victim, injector, when)
     injections: Vec<(PKey, PKey, Timestamp)>,
     /// Processes with a row to one of the detection's addresses.
-    reached: HashSet<PKey>,
+    reached: FxSet<PKey>,
 }
 
 impl<'v, 'a> Lineage<'v, 'a> {

@@ -3,7 +3,7 @@
 //! equal to IPv4) within the skew tolerance; the clock offset between the network sensor and
 //! the host is estimated first, so that each session goes to the row that really is it.
 
-use std::collections::HashMap;
+use crate::fx::FxMap;
 use std::net::IpAddr;
 
 use culprit_model::detection::{Direction, Protocol};
@@ -264,7 +264,7 @@ pub(crate) fn match_sessions<'d>(
     tight: Duration,
 ) -> Matches<'d> {
     let targets = targets(det);
-    let mut by_ip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+    let mut by_ip: FxMap<IpAddr, Vec<usize>> = FxMap::default();
     for (fi, f) in det.flows.iter().enumerate() {
         by_ip.entry(f.remote_ip).or_default().push(fi);
     }

@@ -2,7 +2,7 @@
 //! first, then coverage, domain, timing, periodicity) and the vendor's baseline (unique
 //! destinations contacted from the host's address in the window).
 
-use std::collections::{HashMap, HashSet};
+use crate::fx::{FxMap, FxSet};
 use std::net::IpAddr;
 
 use culprit_model::detection::Direction;
@@ -17,18 +17,18 @@ use crate::{Options, Scorer};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Cand {
     pub key: PKey,
-    pub counts: HashMap<Quality, u32>,
+    pub counts: FxMap<Quality, u32>,
     /// Sum of assignment weights.
     pub owned: f64,
     /// Π(1 − strength) over the sessions it owns.
     pub doubt: f64,
     pub max_dt: Duration,
     pub first_match: Option<Timestamp>,
-    pub flows_reached: HashSet<usize>,
+    pub flows_reached: FxSet<usize>,
     pub match_times: Vec<Timestamp>,
     pub active_rows: u32,
     pub outbound_rows: u32,
-    pub unique_dests: HashSet<IpAddr>,
+    pub unique_dests: FxSet<IpAddr>,
     pub domain: Option<String>,
     pub periodic: Option<(f64, usize)>,
     pub score: f64,
@@ -79,16 +79,16 @@ pub(crate) struct Ctx<'x, 'a> {
     pub lineage: &'x Lineage<'x, 'a>,
 }
 
-fn entry(map: &mut HashMap<PKey, Cand>, k: PKey) -> &mut Cand {
+fn entry(map: &mut FxMap<PKey, Cand>, k: PKey) -> &mut Cand {
     map.entry(k).or_insert_with(|| Cand::new(k))
 }
 
 /// Collects the candidates: every process with network rows in the window (± tolerance,
 /// after the clock offset) and every process a session was tied to.
-pub(crate) fn collect(ctx: &Ctx<'_, '_>, m: &Matches<'_>) -> HashMap<PKey, Cand> {
+pub(crate) fn collect(ctx: &Ctx<'_, '_>, m: &Matches<'_>) -> FxMap<PKey, Cand> {
     let (det, view, tol) = (ctx.det, ctx.view, ctx.opts.skew_tolerance);
     let (ws, we) = (det.window.start, det.window.end);
-    let mut map: HashMap<PKey, Cand> = HashMap::new();
+    let mut map: FxMap<PKey, Cand> = FxMap::default();
     for row in &view.net {
         let t = row.t + m.offset;
         if t < ws - tol || t > we + tol {
@@ -162,7 +162,7 @@ pub(crate) fn periodicity(times: &[Timestamp]) -> Option<(f64, usize)> {
 
 /// Domain, URL and DNS evidence: RemoteUrl on the candidate's rows, DNS answers the candidate
 /// received for the detection's domains or addresses.
-fn domain_evidence(ctx: &Ctx<'_, '_>, map: &mut HashMap<PKey, Cand>) {
+fn domain_evidence(ctx: &Ctx<'_, '_>, map: &mut FxMap<PKey, Cand>) {
     let (det, view, tol) = (ctx.det, ctx.view, ctx.opts.skew_tolerance);
     let lo = det.window.start - tol - Duration::from_minutes(10);
     let hi = det.window.end + tol;
@@ -227,13 +227,13 @@ fn domain_evidence(ctx: &Ctx<'_, '_>, map: &mut HashMap<PKey, Cand>) {
     }
 }
 
-fn related(ctx: &Ctx<'_, '_>, roots: &HashMap<PKey, PKey>, a: &PKey, b: &PKey) -> bool {
+fn related(ctx: &Ctx<'_, '_>, roots: &FxMap<PKey, PKey>, a: &PKey, b: &PKey) -> bool {
     let root = |k: &PKey| roots.get(k).copied().unwrap_or(*k);
     root(a) == root(b) || ctx.lineage.parent(a) == Some(*b) || ctx.lineage.parent(b) == Some(*a)
 }
 
 /// Scores and ranks the candidates; the first is the answer when it has direct evidence.
-pub(crate) fn rank(ctx: &Ctx<'_, '_>, m: &Matches<'_>, map: HashMap<PKey, Cand>) -> Vec<Cand> {
+pub(crate) fn rank(ctx: &Ctx<'_, '_>, m: &Matches<'_>, map: FxMap<PKey, Cand>) -> Vec<Cand> {
     let n_targets = m.targets.len().max(1) as f64;
     let n_flows = ctx.det.flows.len().max(1) as f64;
     let mut cands: Vec<Cand> = map.into_values().collect();
@@ -292,7 +292,7 @@ fn confidences(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
         }
         Scorer::Culprit => {
             let at = ctx.det.window.end + ctx.opts.skew_tolerance;
-            let roots: HashMap<PKey, PKey> = cands
+            let roots: FxMap<PKey, PKey> = cands
                 .iter()
                 .filter(|c| c.owned > 0.0)
                 .map(|c| (c.key, ctx.lineage.root_cause(c.key, at)))
@@ -431,7 +431,7 @@ fn plural(n: usize, one: &str) -> String {
 /// Readable reasons, strongest first.
 pub(crate) fn explain(ctx: &Ctx<'_, '_>, m: &Matches<'_>, cands: &mut [Cand]) {
     let n = m.targets.len();
-    let others_reached: Vec<(PKey, HashSet<usize>)> = cands
+    let others_reached: Vec<(PKey, FxSet<usize>)> = cands
         .iter()
         .map(|c| (c.key, c.flows_reached.clone()))
         .collect();

@@ -1,7 +1,7 @@
 //! One device's telemetry, borrowed from the bundle: network-like rows in one shape and a
 //! registry of every process the rows name, keyed by (PID, creation time) within the device.
 
-use std::collections::HashMap;
+use crate::fx::FxMap;
 use std::net::IpAddr;
 
 use culprit_model::telemetry::{DeviceEvent, DeviceInfo, ProcessEvent, ProcessInfo};
@@ -50,6 +50,55 @@ macro_rules! net_row {
     };
 }
 
+/// Which device each DeviceNetworkEvents row belongs to, read once: the device id is a heap
+/// string per row, and reading 100,000 of them twice costs more than the rest of the work.
+#[derive(Debug, Default)]
+pub(crate) struct NetDevices<'a> {
+    ids: Vec<&'a str>,
+    /// Per network row, the index of its device in `ids`.
+    pub slot: Vec<u32>,
+}
+
+impl<'a> NetDevices<'a> {
+    pub fn new(tel: &'a Telemetry) -> Self {
+        let mut map: FxMap<&str, u32> = FxMap::default();
+        let mut nd = NetDevices {
+            ids: Vec::new(),
+            slot: Vec::with_capacity(tel.network.len()),
+        };
+        let mut last: Option<(&str, u32)> = None;
+        for r in &tel.network {
+            let id = r.device_id.as_str();
+            let s = match last {
+                Some((l, s)) if l == id => s,
+                _ => *map.entry(id).or_insert_with(|| {
+                    nd.ids.push(id);
+                    u32::try_from(nd.ids.len() - 1).unwrap_or(u32::MAX)
+                }),
+            };
+            last = Some((id, s));
+            nd.slot.push(s);
+        }
+        nd
+    }
+
+    /// The device id of network row `i` (the first row's copy, which stays in cache).
+    pub fn id(&self, i: usize) -> &'a str {
+        self.slot
+            .get(i)
+            .and_then(|s| self.ids.get(*s as usize))
+            .copied()
+            .unwrap_or("")
+    }
+
+    fn slot_of(&self, id: &str) -> Option<u32> {
+        self.ids
+            .iter()
+            .position(|x| *x == id)
+            .and_then(|p| u32::try_from(p).ok())
+    }
+}
+
 /// The richest description seen of one process.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ProcView<'a> {
@@ -82,13 +131,13 @@ pub(crate) struct DeviceView<'a> {
     pub created: Vec<&'a ProcessEvent>,
     pub events: Vec<&'a DeviceEvent>,
     pub info: Vec<&'a DeviceInfo>,
-    pub procs: HashMap<PKey, ProcView<'a>>,
+    pub procs: FxMap<PKey, ProcView<'a>>,
     /// The newest row of any table: when the sensor was last heard from.
     pub last_seen: Option<Timestamp>,
 }
 
 impl<'a> DeviceView<'a> {
-    pub fn build(tel: &'a Telemetry, id: &'a str) -> Self {
+    pub fn build(tel: &'a Telemetry, devices: &NetDevices<'a>, id: &'a str) -> Self {
         let mut v = DeviceView {
             id,
             name: "",
@@ -96,10 +145,12 @@ impl<'a> DeviceView<'a> {
             created: Vec::new(),
             events: Vec::new(),
             info: Vec::new(),
-            procs: HashMap::new(),
+            procs: FxMap::default(),
             last_seen: None,
         };
-        for r in tel.network.iter().filter(|r| r.device_id == id) {
+        let slot = devices.slot_of(id);
+        let rows = tel.network.iter().zip(&devices.slot);
+        for (r, _) in rows.filter(|(_, s)| Some(**s) == slot) {
             v.seen(r.timestamp, &r.device_name);
             if let Some(key) = v.register(&r.initiating, false) {
                 v.net.push(net_row!(r, &r.protocol, key));

@@ -158,7 +158,11 @@ pub struct KeyRing {
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Hashes are not secrets, but there is no reason to print them.
-        let ids: Vec<&str> = self.keys.iter().map(|k| k.principal.key_id.as_str()).collect();
+        let ids: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|k| k.principal.key_id.as_str())
+            .collect();
         f.debug_struct("KeyRing").field("keys", &ids).finish()
     }
 }
@@ -221,7 +225,10 @@ impl KeyRing {
             .collect::<Result<Vec<_>, _>>()?;
         let mut limiters = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
-            if entries[..i].iter().any(|o| o.principal.key_id == e.principal.key_id) {
+            if entries[..i]
+                .iter()
+                .any(|o| o.principal.key_id == e.principal.key_id)
+            {
                 return Err(GatewayError::config(
                     format!("gateway.api_keys[{i}].id"),
                     format!("`{}` is used twice", e.principal.key_id),
@@ -358,10 +365,7 @@ mod tests {
         let created = create_key_with_id("k1", scopes, &t).unwrap();
         let file = format!("[gateway]\napi_keys = [{}]\n", created.config_line);
         let parsed: toml::Table = file.parse().unwrap();
-        let keys: Vec<ApiKeySettings> = parsed["gateway"]["api_keys"]
-            .clone()
-            .try_into()
-            .unwrap();
+        let keys: Vec<ApiKeySettings> = parsed["gateway"]["api_keys"].clone().try_into().unwrap();
         (KeyRing::from_settings(&keys, 0).unwrap(), created.key)
     }
 
@@ -391,7 +395,12 @@ mod tests {
         let (ring, key) = ring_with(&[Scope::Read], &["acme"]);
         let wrong = format!("Bearer {}x", key.expose_secret());
         let basic = format!("Basic {}", key.expose_secret());
-        for auth in [None, Some(wrong.as_str()), Some(basic.as_str()), Some("Bearer")] {
+        for auth in [
+            None,
+            Some(wrong.as_str()),
+            Some(basic.as_str()),
+            Some("Bearer"),
+        ] {
             let e = ring.authenticate(&req(auth)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{auth:?}");
             assert!(!e.message().contains(key.expose_secret()));
@@ -400,15 +409,17 @@ mod tests {
 
     #[test]
     fn env_variable_form_of_the_keys_loads() {
-        let created = create_key_with_id("soar", &[Scope::Read, Scope::Respond], &["acme".into()])
-            .unwrap();
+        let created =
+            create_key_with_id("soar", &[Scope::Read, Scope::Respond], &["acme".into()]).unwrap();
         let env = vec![(
             "CULPRIT__GATEWAY__API_KEYS".to_owned(),
             format!("[{}]", created.config_line),
         )];
         let s = culprit_settings::Settings::load_from(None, &env).unwrap();
         let ring = KeyRing::from_settings(&s.gateway.api_keys, 0).unwrap();
-        let p = ring.authenticate(&req(Some(&bearer(&created.key)))).unwrap();
+        let p = ring
+            .authenticate(&req(Some(&bearer(&created.key))))
+            .unwrap();
         assert_eq!(p.key_id, "soar");
         assert!(p.require_scope(Scope::Respond).is_ok());
     }
@@ -421,14 +432,23 @@ mod tests {
             scopes: vec!["read".into()],
             tenants: vec!["acme".into()],
         };
-        let e = KeyRing::from_settings(&[k.clone()], 0).unwrap_err().to_string();
+        let e = KeyRing::from_settings(&[k.clone()], 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api_keys[0].hash"), "{e}");
         k.hash = hash_key("x");
         k.scopes = vec!["admin".into()];
-        let e = KeyRing::from_settings(&[k.clone()], 0).unwrap_err().to_string();
-        assert!(e.contains("api_keys[0].scopes") && e.contains("admin"), "{e}");
+        let e = KeyRing::from_settings(&[k.clone()], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api_keys[0].scopes") && e.contains("admin"),
+            "{e}"
+        );
         k.scopes = vec!["read".into()];
-        let e = KeyRing::from_settings(&[k.clone(), k], 0).unwrap_err().to_string();
+        let e = KeyRing::from_settings(&[k.clone(), k], 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api_keys[1].id"), "{e}");
     }
 

@@ -312,7 +312,9 @@ impl CorrelationService for CorrelationApi {
         for d in &detections {
             out.push(self.publish(d).await?);
         }
-        Ok(Response::new(pb::SubmitDetectionResponse { detections: out }))
+        Ok(Response::new(pb::SubmitDetectionResponse {
+            detections: out,
+        }))
     }
 }
 
@@ -387,7 +389,9 @@ fn parse_raw(raw: &pb::RawDetection) -> Result<Vec<Detection>, Status> {
         )));
     }
     if good.is_empty() {
-        return Err(Status::invalid_argument("raw.body: no detection in the input"));
+        return Err(Status::invalid_argument(
+            "raw.body: no detection in the input",
+        ));
     }
     Ok(good)
 }

@@ -16,7 +16,10 @@ pub const WATCH_QUEUE: &str = "gateway-watch";
 /// Declares and binds the watch queue (before anything is published that should be seen).
 pub(crate) async fn bind(subscriber: &dyn Subscriber) -> Result<(), culprit_bus::BusError> {
     subscriber
-        .bind(QueueName::Custom(WATCH_QUEUE.to_owned()), Topic::Correlations)
+        .bind(
+            QueueName::Custom(WATCH_QUEUE.to_owned()),
+            Topic::Correlations,
+        )
         .await
 }
 
@@ -35,7 +38,12 @@ async fn handle(ctx: &Ctx, d: Delivery) {
         }
         return;
     }
-    let settled = match crate::stores::EventLog::append(ctx.h.stores.as_ref(), &dedup_key(&d), &d.message.payload).await {
+    let settled = match ctx
+        .h
+        .stores
+        .append(&dedup_key(&d), &d.message.payload)
+        .await
+    {
         Ok(_) => d.ack().await,
         Err(e) => d.retry(&e.to_string()).await,
     };

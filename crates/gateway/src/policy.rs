@@ -219,7 +219,9 @@ impl Policy {
     ) -> Decision {
         if c.status != pb::Status::Attributed as i32 {
             let s = pb::Status::try_from(c.status).map_or("unknown", |s| s.as_str_name());
-            return Decision::Denied(format!("status is {s}: only attributed answers are acted on"));
+            return Decision::Denied(format!(
+                "status is {s}: only attributed answers are acted on"
+            ));
         }
         let device = match device_of(c) {
             Ok(d) => d,
@@ -248,17 +250,32 @@ impl Policy {
         self.claim_and_act(c, &device, rec).await
     }
 
-    async fn claim_and_act(&self, c: &pb::Correlation, device: &str, rec: &mut AuditRecord) -> Decision {
+    async fn claim_and_act(
+        &self,
+        c: &pb::Correlation,
+        device: &str,
+        rec: &mut AuditRecord,
+    ) -> Decision {
         let h = &self.ctx.h;
-        let scope = if self.cfg.mode == Mode::DryRun { "policy-dry-run" } else { "policy" };
+        let scope = if self.cfg.mode == Mode::DryRun {
+            "policy-dry-run"
+        } else {
+            "policy"
+        };
         let claim = format!("{}|{device}|{}", c.tenant, c.detection_key);
         match h.idempotency.first_seen(scope, &claim, CLAIM_TTL).await {
             Ok(true) => {}
-            Ok(false) => return Decision::Skipped("already decided (redelivery or another replica)".into()),
+            Ok(false) => {
+                return Decision::Skipped("already decided (redelivery or another replica)".into());
+            }
             Err(e) => return Decision::Retry(e.to_string()),
         }
         let now = h.clock.now();
-        match h.stores.try_take(scope, &c.tenant, now, self.cfg.max_per_hour).await {
+        match h
+            .stores
+            .try_take(scope, &c.tenant, now, self.cfg.max_per_hour)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 return Decision::Denied(format!(
@@ -269,8 +286,12 @@ impl Policy {
             Err(e) => return Decision::Failed(format!("isolation counter unavailable: {e}")),
         }
         if self.cfg.mode == Mode::DryRun {
-            let detail = format!("dry run: would isolate device {device} ({:?})", self.cfg.isolation);
-            self.record(rec.clone(), Outcome::DryRun, "OK", &detail).await;
+            let detail = format!(
+                "dry run: would isolate device {device} ({:?})",
+                self.cfg.isolation
+            );
+            self.record(rec.clone(), Outcome::DryRun, "OK", &detail)
+                .await;
             return Decision::DryRun;
         }
         let result = act(
@@ -283,7 +304,11 @@ impl Policy {
             Some(&c.detection_key),
         )
         .await;
-        audit(h.stores.as_ref(), &conclude(&self.ctx, rec.clone(), &result)).await;
+        audit(
+            h.stores.as_ref(),
+            &conclude(&self.ctx, rec.clone(), &result),
+        )
+        .await;
         match result {
             Ok(a) => {
                 self.schedule_release(c, device).await;
@@ -294,7 +319,9 @@ impl Policy {
     }
 
     async fn schedule_release(&self, c: &pb::Correlation, device: &str) {
-        let Some(after) = self.cfg.auto_release else { return };
+        let Some(after) = self.cfg.auto_release else {
+            return;
+        };
         let release = ScheduledRelease {
             tenant: c.tenant.clone(),
             device_id: device.to_owned(),
@@ -308,7 +335,13 @@ impl Policy {
 
     /// Performs the automatic releases that are due; returns how many were attempted.
     pub async fn release_due(&self) -> usize {
-        let due = match self.ctx.h.stores.take_due(self.ctx.h.clock.now(), 100).await {
+        let due = match self
+            .ctx
+            .h
+            .stores
+            .take_due(self.ctx.h.clock.now(), 100)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due automatic releases");
@@ -334,7 +367,11 @@ impl Policy {
                 Some(&r.detection_key),
             )
             .await;
-            audit(self.ctx.h.stores.as_ref(), &conclude(&self.ctx, rec, &result)).await;
+            audit(
+                self.ctx.h.stores.as_ref(),
+                &conclude(&self.ctx, rec, &result),
+            )
+            .await;
         }
         due.len()
     }

@@ -1,7 +1,9 @@
 //! `culprit.v1.ResponseService` and the [`act`] path it shares with the automatic policy:
 //! resolve the device, refuse no-ops, call MDE, map every outcome to one gRPC code, audit.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use culprit_mde::{IsolationState, IsolationType, MdeClient, MdeError};
 use culprit_proto::convert::timestamp_to_proto;
@@ -81,7 +83,7 @@ pub(crate) async fn audit(sink: &dyn AuditSink, rec: &AuditRecord) {
         action_id = rec.action_id.as_deref().unwrap_or(""),
         "response attempt"
     );
-    if let Err(e) = sink.append(rec).await {
+    if let Err(e) = sink.record(rec).await {
         tracing::error!(target: "culprit::audit", error = %e, "audit trail append failed; the log line above is the record");
     }
 }
@@ -342,7 +344,16 @@ impl ResponseApi {
         }
         let (tenant, device) = resolve_target(&self.ctx, &p, target, rec).await?;
         let key = rec.detection_key.clone();
-        act(&self.ctx, &tenant, &device, what, comment, &p.key_id, key.as_deref()).await
+        act(
+            &self.ctx,
+            &tenant,
+            &device,
+            what,
+            comment,
+            &p.key_id,
+            key.as_deref(),
+        )
+        .await
     }
 
     async fn audited(
@@ -352,9 +363,17 @@ impl ResponseApi {
         act: Result<Act, Status>,
         comment: &str,
     ) -> Result<pb::MachineAction, Status> {
-        let mut rec = draft("unauthenticated", act.as_ref().copied().unwrap_or(Act::Release), comment);
+        let mut rec = draft(
+            "unauthenticated",
+            act.as_ref().copied().unwrap_or(Act::Release),
+            comment,
+        );
         let result = match act {
-            Ok(a) => self.attempt(&metadata, target, a, comment, &mut rec).await,
+            Ok(a) => {
+                let deadline = grpc_deadline(&metadata);
+                let attempt = self.attempt(&metadata, target, a, comment, &mut rec);
+                within(deadline, attempt).await
+            }
             Err(e) => {
                 // Still identify the caller for the record.
                 if let Ok(p) = self.ctx.keys.authenticate(&metadata) {
@@ -364,9 +383,49 @@ impl ResponseApi {
                 Err(e)
             }
         };
-        audit(self.ctx.h.stores.as_ref(), &conclude(&self.ctx, rec, &result)).await;
+        audit(
+            self.ctx.h.stores.as_ref(),
+            &conclude(&self.ctx, rec, &result),
+        )
+        .await;
         result
     }
+}
+
+/// Answer a little before the client's deadline, so the attempt is audited (tonic's own
+/// timeout would drop the handler without a record).
+const DEADLINE_MARGIN: StdDuration = StdDuration::from_millis(20);
+
+async fn within(
+    deadline: Option<StdDuration>,
+    attempt: impl Future<Output = Result<pb::MachineAction, Status>>,
+) -> Result<pb::MachineAction, Status> {
+    let Some(d) = deadline else {
+        return attempt.await;
+    };
+    tokio::time::timeout(d.saturating_sub(DEADLINE_MARGIN), attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(
+                "the deadline passed before MDE answered: the action may have been created, check the device's actions",
+            ))
+        })
+}
+
+/// The client's `grpc-timeout` (`<digits><H|M|S|m|u|n>`).
+fn grpc_deadline<T>(req: &Request<T>) -> Option<StdDuration> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => StdDuration::from_secs(n.saturating_mul(3600)),
+        "M" => StdDuration::from_secs(n.saturating_mul(60)),
+        "S" => StdDuration::from_secs(n),
+        "m" => StdDuration::from_millis(n),
+        "u" => StdDuration::from_micros(n),
+        "n" => StdDuration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn metadata_only<T>(req: &Request<T>) -> Request<()> {
@@ -384,7 +443,9 @@ impl ResponseService for ResponseApi {
         let meta = metadata_only(&request);
         let r = request.into_inner();
         let act = isolation_of(r.isolation_type).map(Act::Isolate);
-        let action = self.audited(meta, r.target.as_ref(), act, &r.comment).await?;
+        let action = self
+            .audited(meta, r.target.as_ref(), act, &r.comment)
+            .await?;
         Ok(Response::new(pb::IsolateDeviceResponse {
             action: Some(action),
         }))

@@ -71,9 +71,8 @@ impl Gateway {
         set_all(&reporter, ServingStatus::NotServing).await;
         let reflection_v1 = reflection().build_v1().map_err(server_err)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(server_err)?;
-        let mut builder = Server::builder().trace_fn(|req| {
-            tracing::info_span!("grpc", path = %req.uri().path())
-        });
+        let mut builder =
+            Server::builder().trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()));
         if let Some(tls) = tls_config(&self.ctx.settings.tls)? {
             builder = builder.tls_config(tls).map_err(server_err)?;
         }

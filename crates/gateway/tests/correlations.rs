@@ -5,7 +5,7 @@
 mod common;
 
 use common::{ACME, GLOBEX, Options, correlation, spawn_app, ts};
-use culprit_bus::{Message, QueueName, Subscriber, Topic, Publisher};
+use culprit_bus::{Message, Publisher, QueueName, Subscriber, Topic};
 use culprit_proto::v1 as pb;
 use prost::Message as _;
 use tokio_stream::StreamExt;
@@ -13,7 +13,9 @@ use tonic::Code;
 
 fn by_key(key: &str) -> pb::GetCorrelationRequest {
     pb::GetCorrelationRequest {
-        selector: Some(pb::get_correlation_request::Selector::DetectionKey(key.into())),
+        selector: Some(pb::get_correlation_request::Selector::DetectionKey(
+            key.into(),
+        )),
     }
 }
 
@@ -32,11 +34,13 @@ async fn get_by_key_and_by_source_ref() {
         .unwrap();
     assert_eq!(got, c);
     let by_ref = pb::GetCorrelationRequest {
-        selector: Some(pb::get_correlation_request::Selector::SourceRef(pb::SourceRef {
-            source: pb::SourceKind::Vectra as i32,
-            source_id: "2569".into(),
-            tenant: String::new(),
-        })),
+        selector: Some(pb::get_correlation_request::Selector::SourceRef(
+            pb::SourceRef {
+                source: pb::SourceKind::Vectra as i32,
+                source_id: "2569".into(),
+                tenant: String::new(),
+            },
+        )),
     };
     let got = cl
         .get_correlation(app.req(Some("read"), by_ref))
@@ -98,7 +102,11 @@ async fn list_filters_and_pages() {
     assert_eq!(seen.len(), 8, "{seen:?}");
     assert!(pages >= 3);
     // Newest first within acme.
-    let acme: Vec<_> = seen.iter().filter(|s| s.starts_with('1')).cloned().collect();
+    let acme: Vec<_> = seen
+        .iter()
+        .filter(|s| s.starts_with('1'))
+        .cloned()
+        .collect();
     assert_eq!(acme, ["106", "105", "104", "103", "102", "101", "100"]);
 
     let filtered = pb::ListCorrelationsRequest {
@@ -121,7 +129,13 @@ async fn list_filters_and_pages() {
 
     // A token is bound to its filters.
     let first = cl
-        .list_correlations(app.req(Some("read"), pb::ListCorrelationsRequest { page_size: 1, ..Default::default() }))
+        .list_correlations(app.req(
+            Some("read"),
+            pb::ListCorrelationsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -150,7 +164,10 @@ fn event(c: &pb::Correlation) -> Vec<u8> {
 
 async fn publish(app: &common::App, c: &pb::Correlation) {
     app.bus
-        .publish(Topic::Correlations, Message::new(c.detection_key.clone(), event(c)))
+        .publish(
+            Topic::Correlations,
+            Message::new(c.detection_key.clone(), event(c)),
+        )
         .await
         .unwrap();
 }
@@ -194,7 +211,9 @@ async fn watch_streams_filters_and_resumes_after_a_disconnect() {
         let e = resumed.next().await.unwrap().unwrap();
         assert!(e.position.parse::<u64>().unwrap() > last.parse::<u64>().unwrap());
         last = e.position.clone();
-        let pb::correlation_event::Kind::NewResult(n) = e.kind.unwrap() else { panic!() };
+        let pb::correlation_event::Kind::NewResult(n) = e.kind.unwrap() else {
+            panic!()
+        };
         ids.push(n.correlation.unwrap().detection_id);
     }
     assert_eq!(ids, ["2", "3"], "nothing missed, nothing twice");
@@ -232,11 +251,13 @@ async fn submit_normalises_publishes_once_and_reports_duplicates() {
     let mut hunt = app.bus.subscribe(QueueName::Hunt, 10).await.unwrap();
     let body = std::fs::read(common::scenario_dir().join("ndr/vectra_detections.json")).unwrap();
     let raw = |tenant: &str| pb::SubmitDetectionRequest {
-        payload: Some(pb::submit_detection_request::Payload::Raw(pb::RawDetection {
-            format: pb::RawFormat::VectraJson as i32,
-            tenant: tenant.into(),
-            body: body.clone(),
-        })),
+        payload: Some(pb::submit_detection_request::Payload::Raw(
+            pb::RawDetection {
+                format: pb::RawFormat::VectraJson as i32,
+                tenant: tenant.into(),
+                body: body.clone(),
+            },
+        )),
     };
     let mut cl = app.corr();
     let out = cl
@@ -245,7 +266,11 @@ async fn submit_normalises_publishes_once_and_reports_duplicates() {
         .unwrap()
         .into_inner();
     assert!(!out.detections.is_empty());
-    assert!(out.detections.iter().all(|d| !d.duplicate && d.detection_key.starts_with("vectra:acme:")));
+    assert!(
+        out.detections
+            .iter()
+            .all(|d| !d.duplicate && d.detection_key.starts_with("vectra:acme:"))
+    );
     for d in &out.detections {
         let delivery = hunt.next().await.unwrap();
         assert_eq!(delivery.message.message_id, d.detection_key);
@@ -263,13 +288,18 @@ async fn submit_normalises_publishes_once_and_reports_duplicates() {
     assert_eq!(app.bus.queue_depth(QueueName::Hunt).await.unwrap(), 0);
 
     let bad = pb::SubmitDetectionRequest {
-        payload: Some(pb::submit_detection_request::Payload::Raw(pb::RawDetection {
-            format: pb::RawFormat::VectraJson as i32,
-            tenant: ACME.into(),
-            body: b"{not json".to_vec(),
-        })),
+        payload: Some(pb::submit_detection_request::Payload::Raw(
+            pb::RawDetection {
+                format: pb::RawFormat::VectraJson as i32,
+                tenant: ACME.into(),
+                body: b"{not json".to_vec(),
+            },
+        )),
     };
-    let e = cl.submit_detection(app.req(Some("submit"), bad)).await.unwrap_err();
+    let e = cl
+        .submit_detection(app.req(Some("submit"), bad))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("raw.body"), "{}", e.message());
     app.shutdown().await;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use culprit_model::Timestamp;
-use culprit_model::detection::parse_ip;
+use culprit_model::detection::{canonical_ip, parse_ip};
 use serde_json::Value;
 
 use crate::IngestError;
@@ -141,9 +141,13 @@ pub(crate) fn score<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<u32, Ing
 
 pub(crate) fn ip<L: Leaf + ?Sized>(v: &L, path: &Path<'_>) -> Result<IpAddr, IngestError> {
     match v.str() {
-        Some(s) => {
-            parse_ip(s).ok_or_else(|| invalid(path, format!("not an IP address: {:?}", clip(s))))
-        }
+        // Plain addresses parse directly; `parse_ip` handles brackets, zones and spaces.
+        Some(s) => s
+            .parse::<IpAddr>()
+            .ok()
+            .map(canonical_ip)
+            .or_else(|| parse_ip(s))
+            .ok_or_else(|| invalid(path, format!("not an IP address: {:?}", clip(s)))),
         None => Err(invalid(
             path,
             format!("expected an IP address string, got {}", v.kind()),

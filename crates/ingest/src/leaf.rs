@@ -260,3 +260,44 @@ impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for List<'a, T> {
         d.deserialize_any(ListVisitor(PhantomData))
     }
 }
+
+/// A struct of optional fields read from a JSON object in one pass. Unlike serde's derive it
+/// never fails on content: unknown keys are skipped, a repeated key keeps its last value, and
+/// every field type is itself infallible (`Scalar`, `Obj`, `List`), so one odd field cannot
+/// fail its parent. JSON `null` leaves a field `None`, like an absent key.
+macro_rules! lenient_struct {
+    ($(#[$m:meta])* struct $name:ident<$lt:lifetime> { $($field:ident : $ty:ty = $key:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        struct $name<$lt> {
+            $($field: Option<$ty>,)*
+            _lt: std::marker::PhantomData<&$lt ()>,
+        }
+
+        impl<'de: $lt, $lt> serde::Deserialize<'de> for $name<$lt> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V<$lt>(std::marker::PhantomData<&$lt ()>);
+                impl<'de: $lt, $lt> serde::de::Visitor<'de> for V<$lt> {
+                    type Value = $name<$lt>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                        let mut out = $name::default();
+                        while let Some(key) = map.next_key::<$crate::leaf::Scalar<'de>>()? {
+                            match $crate::leaf::Leaf::str(&key).unwrap_or("") {
+                                $($key => out.$field = map.next_value()?,)*
+                                _ => {
+                                    map.next_value::<serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V(std::marker::PhantomData))
+            }
+        }
+    };
+}
+pub(crate) use lenient_struct;

@@ -9,6 +9,10 @@ const MAX_EPOCH_SECONDS: f64 = 9.0e11;
 /// ISO-8601 / RFC 3339 with any offset (`Z`, `+02:00`, `+0200`, `-0400`), or epoch seconds
 /// written as text (`"1692161643.25"`, as JSON syslog and Zeek write them).
 pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    // The common shape first, before any trimming or copying.
+    if let Some(fast) = fast_rfc3339(s.as_bytes()) {
+        return Ok(fast);
+    }
     let t = s.trim();
     // The model's parser slices by byte offset; only ASCII input is a timestamp anyway.
     if !t.is_ascii() {

@@ -20,12 +20,12 @@ use std::net::IpAddr;
 use culprit_model::detection::{Direction, HostRef, Protocol, SourceKind, Subject};
 use culprit_model::timestamp::TICKS_PER_SECOND;
 use culprit_model::{Detection, Duration, Session, Timestamp, Window};
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::flows::FlowSet;
 use crate::json::{self, Leaf, List, Obj, Path, Scalar, Warnings, invalid, non_empty_text, text};
+use crate::leaf::lenient_struct;
 use crate::time::revision_string;
 use crate::{IngestError, Parsed};
 
@@ -33,133 +33,81 @@ use crate::{IngestError, Parsed};
 // structure an `Obj`/`List`, none of which fails on a wrong shape: a wrong-shaped optional field
 // becomes a warning at its own path, and unknown fields are skipped without being built.
 type Opt<'a> = Option<Scalar<'a>>;
-type OptObj<T> = Option<Obj<T>>;
-type OptList<'a, T> = Option<List<'a, T>>;
 
-/// The top-level keys that tell a page from a detection: `results` absent (`None`), null
-/// (`Some(None)`) or present.
-#[derive(Deserialize)]
-struct PageProbe<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    results: Option<Option<Vec<&'a RawValue>>>,
+lenient_struct! {
+    /// A detection object, or a list page (`results`, `count`) when read at the top level.
+    struct RawDetection<'a> {
+        id: Scalar<'a> = "id",
+        last_timestamp: Scalar<'a> = "last_timestamp",
+        first_timestamp: Scalar<'a> = "first_timestamp",
+        detection_type: Scalar<'a> = "detection_type",
+        detection: Scalar<'a> = "detection",
+        category: Scalar<'a> = "category",
+        detection_category: Scalar<'a> = "detection_category",
+        kind: Scalar<'a> = "type",
+        src_ip: Scalar<'a> = "src_ip",
+        threat: Scalar<'a> = "threat",
+        t_score: Scalar<'a> = "t_score",
+        certainty: Scalar<'a> = "certainty",
+        c_score: Scalar<'a> = "c_score",
+        severity: Scalar<'a> = "severity",
+        description: Scalar<'a> = "description",
+        src_host: Obj<RawTarget<'a>> = "src_host",
+        src_account: Scalar<'a> = "src_account",
+        summary: Obj<RawSummary<'a>> = "summary",
+        grouped_details: List<'a, Obj<RawGroup<'a>>> = "grouped_details",
+        // Boxed: a detection is ~700 bytes of options, moved several times on the way in.
+        results: List<'a, Obj<Box<RawDetection<'a>>>> = "results",
+        count: Scalar<'a> = "count",
+    }
 }
 
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
+lenient_struct! {
+    /// `src_host`, `external_target`, `dst_hosts[]`, `target_host`.
+    struct RawTarget<'a> {
+        id: Scalar<'a> = "id",
+        ip: Scalar<'a> = "ip",
+        name: Scalar<'a> = "name",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawDetection<'a> {
-    #[serde(borrow)]
-    id: Opt<'a>,
-    #[serde(borrow)]
-    last_timestamp: Opt<'a>,
-    #[serde(borrow)]
-    first_timestamp: Opt<'a>,
-    #[serde(borrow)]
-    detection_type: Opt<'a>,
-    #[serde(borrow)]
-    detection: Opt<'a>,
-    #[serde(borrow)]
-    category: Opt<'a>,
-    #[serde(borrow)]
-    detection_category: Opt<'a>,
-    #[serde(borrow, rename = "type")]
-    kind: Opt<'a>,
-    #[serde(borrow)]
-    src_ip: Opt<'a>,
-    #[serde(borrow)]
-    threat: Opt<'a>,
-    #[serde(borrow)]
-    t_score: Opt<'a>,
-    #[serde(borrow)]
-    certainty: Opt<'a>,
-    #[serde(borrow)]
-    c_score: Opt<'a>,
-    #[serde(borrow)]
-    severity: Opt<'a>,
-    #[serde(borrow)]
-    description: Opt<'a>,
-    #[serde(borrow)]
-    src_host: OptObj<RawTarget<'a>>,
-    #[serde(borrow)]
-    src_account: Opt<'a>,
-    #[serde(borrow)]
-    summary: OptObj<RawSummary<'a>>,
-    #[serde(borrow)]
-    grouped_details: OptList<'a, Obj<RawGroup<'a>>>,
+lenient_struct! {
+    struct RawSummary<'a> {
+        description: Scalar<'a> = "description",
+    }
 }
 
-/// `src_host`, `external_target`, `dst_hosts[]`, `target_host`.
-#[derive(Deserialize)]
-struct RawTarget<'a> {
-    #[serde(borrow)]
-    id: Opt<'a>,
-    #[serde(borrow)]
-    ip: Opt<'a>,
-    #[serde(borrow)]
-    name: Opt<'a>,
+lenient_struct! {
+    /// A `grouped_details[]` item, an `events[]` item or a `target_summary`.
+    struct RawGroup<'a> {
+        first_timestamp: Scalar<'a> = "first_timestamp",
+        last_timestamp: Scalar<'a> = "last_timestamp",
+        duration: Scalar<'a> = "duration",
+        protocol: Scalar<'a> = "protocol",
+        sessions: List<'a, Obj<RawSession<'a>>> = "sessions",
+        events: List<'a, Obj<RawGroup<'a>>> = "events",
+        target_summary: Obj<Box<RawGroup<'a>>> = "target_summary",
+        external_target: Obj<RawTarget<'a>> = "external_target",
+        dst_hosts: List<'a, Obj<RawTarget<'a>>> = "dst_hosts",
+        dst_ips: List<'a, Scalar<'a>> = "dst_ips",
+        dst_ports: List<'a, Scalar<'a>> = "dst_ports",
+        target_domains: List<'a, Scalar<'a>> = "target_domains",
+    }
 }
 
-#[derive(Deserialize)]
-struct RawSummary<'a> {
-    #[serde(borrow)]
-    description: Opt<'a>,
-}
-
-/// A `grouped_details[]` item, an `events[]` item or a `target_summary`.
-#[derive(Deserialize)]
-struct RawGroup<'a> {
-    #[serde(borrow)]
-    first_timestamp: Opt<'a>,
-    #[serde(borrow)]
-    last_timestamp: Opt<'a>,
-    #[serde(borrow)]
-    duration: Opt<'a>,
-    #[serde(borrow)]
-    protocol: Opt<'a>,
-    #[serde(borrow)]
-    sessions: OptList<'a, Obj<RawSession<'a>>>,
-    #[serde(borrow)]
-    events: OptList<'a, Obj<RawGroup<'a>>>,
-    #[serde(borrow)]
-    target_summary: OptObj<Box<RawGroup<'a>>>,
-    #[serde(borrow)]
-    external_target: OptObj<RawTarget<'a>>,
-    #[serde(borrow)]
-    dst_hosts: OptList<'a, Obj<RawTarget<'a>>>,
-    #[serde(borrow)]
-    dst_ips: OptList<'a, Scalar<'a>>,
-    #[serde(borrow)]
-    dst_ports: OptList<'a, Scalar<'a>>,
-    #[serde(borrow)]
-    target_domains: OptList<'a, Scalar<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RawSession<'a> {
-    #[serde(borrow)]
-    dst_ip: Opt<'a>,
-    #[serde(borrow)]
-    dst_port: Opt<'a>,
-    #[serde(borrow)]
-    protocol: Opt<'a>,
-    #[serde(borrow)]
-    first_timestamp: Opt<'a>,
-    #[serde(borrow)]
-    last_timestamp: Opt<'a>,
-    #[serde(borrow)]
-    duration: Opt<'a>,
-    #[serde(borrow)]
-    bytes_sent: Opt<'a>,
-    #[serde(borrow)]
-    bytes_received: Opt<'a>,
-    #[serde(borrow)]
-    community_id: Opt<'a>,
-    #[serde(borrow)]
-    target_host: OptObj<RawTarget<'a>>,
+lenient_struct! {
+    struct RawSession<'a> {
+        dst_ip: Scalar<'a> = "dst_ip",
+        dst_port: Scalar<'a> = "dst_port",
+        protocol: Scalar<'a> = "protocol",
+        first_timestamp: Scalar<'a> = "first_timestamp",
+        last_timestamp: Scalar<'a> = "last_timestamp",
+        duration: Scalar<'a> = "duration",
+        bytes_sent: Scalar<'a> = "bytes_sent",
+        bytes_received: Scalar<'a> = "bytes_received",
+        community_id: Scalar<'a> = "community_id",
+        target_host: Obj<RawTarget<'a>> = "target_host",
+    }
 }
 
 /// Parses a Vectra API response body or file: a list page, an array, or one detection.
@@ -167,42 +115,42 @@ struct RawSession<'a> {
 /// own result so that one bad detection does not fail the others.
 pub fn parse_json(bytes: &[u8], tenant: &str) -> Result<Vec<Parsed>, IngestError> {
     let root = Path::Root("");
-    let not_json = |e: serde_json::Error| IngestError::Malformed {
+    let malformed = |reason: String| IngestError::Malformed {
         path: "$".to_owned(),
-        reason: format!("not JSON: {e}"),
+        reason,
     };
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
+    // Validating UTF-8 once up front is faster than per string while parsing.
+    let text = std::str::from_utf8(bytes).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
+    let not_json = |e: serde_json::Error| malformed(format!("not JSON: {e}"));
+    match text.trim_start().as_bytes().first() {
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(not_json)?;
-            Ok(parse_items(&items, &root, tenant))
+            match serde_json::from_str::<List<'_, Obj<Box<RawDetection<'_>>>>>(text)
+                .map_err(not_json)?
+            {
+                List::Ok(items) => Ok(parse_items(&items, &root, tenant)),
+                _ => Err(invalid(&root, "expected an array of detections")),
+            }
         }
         Some(b'{') => {
-            // One pass over the page: the detections stay raw text until parsed one by one.
-            if let Ok(probe) = serde_json::from_slice::<PageProbe<'_>>(bytes) {
-                return Ok(match probe.results {
-                    Some(Some(items)) => parse_items(&items, &root.key("results"), tenant),
-                    // `{"count": 0, "results": null}`: an empty page.
-                    Some(None) => Vec::new(),
-                    None => {
-                        let whole: &RawValue = serde_json::from_slice(bytes).map_err(not_json)?;
-                        vec![Parsed {
-                            raw_index: 0,
-                            detection: detection_at(whole, tenant, &root),
-                        }]
-                    }
-                });
+            // One pass over the whole input; a page and a detection share the reader.
+            let top: RawDetection<'_> = serde_json::from_str(text).map_err(not_json)?;
+            match (&top.results, &top.count) {
+                (Some(List::Ok(items)), _) => Ok(parse_items(items, &root.key("results"), tenant)),
+                (Some(_), _) => Err(invalid(
+                    &root.key("results"),
+                    "expected an array of detections",
+                )),
+                // `{"count": 0, "results": null}`: an empty page.
+                (None, Some(_)) => Ok(Vec::new()),
+                (None, None) => Ok(vec![Parsed {
+                    raw_index: 0,
+                    detection: detection_from(&top, tenant, &root),
+                }]),
             }
-            // Not a page: find out why, slowly.
-            serde_json::from_slice::<&RawValue>(bytes).map_err(not_json)?;
-            Err(invalid(
-                &root.key("results"),
-                "expected an array of detections",
-            ))
         }
         _ => {
             // Report the JSON error if it is not JSON at all, else the shape error.
-            serde_json::from_slice::<&RawValue>(bytes).map_err(not_json)?;
+            serde_json::from_str::<IgnoredAny>(text).map_err(not_json)?;
             Err(invalid(
                 &root,
                 "expected a detection object, an array of detections, or a page with `results`",
@@ -220,18 +168,26 @@ pub fn parse_value(doc: &Value, tenant: &str) -> Result<Vec<Parsed>, IngestError
 /// One detection object.
 pub fn parse_detection(v: &Value, tenant: &str) -> Result<Detection, IngestError> {
     let text = v.to_string();
-    let raw: &RawValue =
-        serde_json::from_str(&text).map_err(|e| invalid(&Path::Root(""), e.to_string()))?;
-    detection_at(raw, tenant, &Path::Root(""))
+    let root = Path::Root("");
+    match serde_json::from_str::<Obj<RawDetection<'_>>>(&text) {
+        Ok(Obj::Ok(d)) => detection_from(&d, tenant, &root),
+        _ => Err(invalid(&root, "expected a detection object")),
+    }
 }
 
-fn parse_items(items: &[&RawValue], base: &Path<'_>, tenant: &str) -> Vec<Parsed> {
+fn parse_items(items: &[Obj<Box<RawDetection<'_>>>], base: &Path<'_>, tenant: &str) -> Vec<Parsed> {
     items
         .iter()
         .enumerate()
-        .map(|(i, v)| Parsed {
-            raw_index: i,
-            detection: detection_at(v, tenant, &base.index(i)),
+        .map(|(i, item)| {
+            let path = base.index(i);
+            Parsed {
+                raw_index: i,
+                detection: match item {
+                    Obj::Ok(d) => detection_from(d, tenant, &path),
+                    Obj::Wrong(_) => Err(invalid(&path, "expected a detection object")),
+                },
+            }
         })
         .collect()
 }
@@ -278,12 +234,11 @@ fn required<'s, T>(
     }
 }
 
-fn detection_at(raw: &RawValue, tenant: &str, path: &Path<'_>) -> Result<Detection, IngestError> {
-    if !raw.get().starts_with('{') {
-        return Err(invalid(path, "expected a detection object"));
-    }
-    let d: RawDetection<'_> =
-        serde_json::from_str(raw.get()).map_err(|e| invalid(path, e.to_string()))?;
+fn detection_from(
+    d: &RawDetection<'_>,
+    tenant: &str,
+    path: &Path<'_>,
+) -> Result<Detection, IngestError> {
     let mut w = Warnings::default();
     let source_id = required(&d.id, path, "id", non_empty_text)?;
     let last = required(&d.last_timestamp, path, "last_timestamp", json::time)?;
@@ -305,8 +260,8 @@ fn detection_at(raw: &RawValue, tenant: &str, path: &Path<'_>) -> Result<Detecti
             None
         }
     };
-    let subject = subject(&d);
-    let host = host(&d, path, &mut w);
+    let subject = subject(d);
+    let host = host(d, path, &mut w);
     if subject == Subject::Host
         && host.ip.is_none()
         && host.name.is_none()

@@ -25,8 +25,19 @@ fn table() -> Table {
         ("ReportId", KustoType::Int64),
     ];
     let mut t = Table::new(cols.iter().map(|(n, ty)| Column::new(*n, *ty)).collect());
-    let actions = ["ConnectionSuccess", "ConnectionFailed", "InboundConnectionAccepted", "ListeningConnectionCreated"];
-    let procs = ["svchost.exe", "lsass.exe", "chrome.exe", "msedge.exe", "System"];
+    let actions = [
+        "ConnectionSuccess",
+        "ConnectionFailed",
+        "InboundConnectionAccepted",
+        "ListeningConnectionCreated",
+    ];
+    let procs = [
+        "svchost.exe",
+        "lsass.exe",
+        "chrome.exe",
+        "msedge.exe",
+        "System",
+    ];
     let start = Timestamp::parse("2023-08-16T00:00:00Z").unwrap();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for i in 0..ROWS {
@@ -39,7 +50,12 @@ fn table() -> Table {
             Value::DateTime(Timestamp(start.0 + (i as i64) * 864_000)),
             Value::String(format!("{:040x}", (x >> 8) % 1_000)),
             Value::String(actions[(x % 4) as usize].to_owned()),
-            Value::String(format!("10.{}.{}.{}", ip / 65_536, (ip / 256) % 256, ip % 256)),
+            Value::String(format!(
+                "10.{}.{}.{}",
+                ip / 65_536,
+                (ip / 256) % 256,
+                ip % 256
+            )),
             Value::Int(443),
             Value::Int((x % 60_000) as i64),
             Value::String(procs[(x % 5) as usize].to_owned()),
@@ -53,14 +69,19 @@ fn table() -> Table {
 fn bench(c: &mut Criterion) {
     let mut db = Database::new();
     db.insert("DeviceNetworkEvents", table());
-    let opts = EvalOptions { now: Timestamp::parse("2023-08-17T00:00:00Z").unwrap(), row_limit: None };
+    let opts = EvalOptions {
+        now: Timestamp::parse("2023-08-17T00:00:00Z").unwrap(),
+        row_limit: None,
+    };
     let out = run(QUERY, &db, &opts).unwrap();
     assert_eq!(out.rows.len(), 1_000, "every device appears");
     let mut g = c.benchmark_group("eval");
     g.sample_size(10);
     g.measurement_time(std::time::Duration::from_secs(5));
     g.warm_up_time(std::time::Duration::from_secs(1));
-    g.bench_function("where_summarize_dcount_1m", |b| b.iter(|| run(QUERY, &db, &opts).unwrap()));
+    g.bench_function("where_summarize_dcount_1m", |b| {
+        b.iter(|| run(QUERY, &db, &opts).unwrap())
+    });
     g.finish();
 }
 

@@ -968,7 +968,9 @@ pub(crate) fn coerce(v: Value, ty: KustoType) -> Value {
         (KustoType::Int32 | KustoType::Int64, v @ Value::Int(_)) => v,
         (KustoType::Int32 | KustoType::Int64, v) => crate::scalar::to_long(&v),
         (KustoType::Double | KustoType::Decimal, Value::Int(i)) => Value::Real(i as f64),
-        (KustoType::DateTime, Value::String(s)) => crate::values::parse_datetime(&s).map_or(Value::Null, Value::DateTime),
+        (KustoType::DateTime, Value::String(s)) => {
+            values::parse_datetime(&s).map_or(Value::Null, Value::DateTime)
+        }
         (_, v) => v,
     }
 }

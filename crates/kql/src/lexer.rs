@@ -403,3 +403,47 @@ impl Lexer<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<Tok> {
+        lex(s).unwrap().into_iter().map(|t| t.tok).collect()
+    }
+
+    #[test]
+    fn hyphenated_operators_and_negated_words_are_single_tokens() {
+        assert_eq!(toks("project-away a")[0], Tok::Ident("project-away".into()));
+        assert_eq!(toks("mv-expand x")[0], Tok::Ident("mv-expand".into()));
+        // `a-b` stays a subtraction.
+        assert_eq!(toks("project-x").len(), 4);
+        assert_eq!(toks("x !has y")[1], Tok::Ident("!has".into()));
+        assert_eq!(toks("x in~ (y)")[1], Tok::Ident("in~".into()));
+    }
+
+    #[test]
+    fn literals_and_comments() {
+        assert_eq!(toks("5m // five minutes\n")[0], Tok::Number("5m".into()));
+        assert_eq!(toks("1..2")[1], Tok::Punct(".."));
+        assert_eq!(toks(r#"@"a""b""#)[0], Tok::Str(r#"a"b"#.into()));
+        assert_eq!(toks(r#"h'secret'"#)[0], Tok::Str("secret".into()));
+        assert_eq!(
+            toks("datetime(2023-01-01 10:00)")[0],
+            Tok::Typed("datetime".into(), "2023-01-01 10:00".into())
+        );
+        assert_eq!(toks("```multi\nline```")[0], Tok::Str("multi\nline".into()));
+        let e = lex("x = 'open").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KqlError::Syntax {
+                    line: 1,
+                    column: 5,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}

@@ -201,7 +201,9 @@ fn infer_columns(objects: &[serde_json::Map<String, serde_json::Value>]) -> Vec<
                 serde_json::Value::Bool(_) => KustoType::Boolean,
                 serde_json::Value::Number(n) if n.is_i64() => KustoType::Int64,
                 serde_json::Value::Number(_) => KustoType::Double,
-                serde_json::Value::String(s) if s.len() >= 19 && values::parse_datetime(s).is_some() => {
+                serde_json::Value::String(s)
+                    if s.len() >= 19 && values::parse_datetime(s).is_some() =>
+                {
                     KustoType::DateTime
                 }
                 serde_json::Value::String(_) => KustoType::String,

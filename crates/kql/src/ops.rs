@@ -449,8 +449,10 @@ pub(crate) fn summarize<'a>(
     let mut buckets: FxMap<u64, Vec<usize>> = FxMap::default();
     let mut keys: Vec<Vec<Value>> = Vec::new();
     let mut states: Vec<Vec<State>> = Vec::new();
+    let mut kv: Vec<std::borrow::Cow<'_, Value>> = Vec::with_capacity(by_exprs.len());
     for r in &rel.rows {
-        let kv: Vec<std::borrow::Cow<'_, Value>> = by_exprs.iter().map(|c| c.eval(r)).collect();
+        kv.clear();
+        kv.extend(by_exprs.iter().map(|c| c.eval(r)));
         let h = hash_many(kv.iter().map(|v| &**v));
         let bucket = buckets.entry(h).or_default();
         let g = match bucket

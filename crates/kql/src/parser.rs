@@ -1646,5 +1646,7 @@ fn parse_datetime_literal(s: &str) -> Result<Timestamp, String> {
     }
     let (h, rest) = time.split_once(':').unwrap_or((&time, ""));
     let retry = format!("{date}T{h:0>2}:{rest}Z");
-    Timestamp::parse(&retry).map_err(|e| e.to_string()).or(first)
+    Timestamp::parse(&retry)
+        .map_err(|e| e.to_string())
+        .or(first)
 }

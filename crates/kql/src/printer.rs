@@ -650,3 +650,44 @@ pub fn quote_verbatim(s: &str) -> Option<String> {
     }
     Some(format!("@\"{}\"", s.replace('"', "\"\"")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped() {
+        assert_eq!(quote_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quote_string("line\nnext\ttab"), r#""line\nnext\ttab""#);
+        assert_eq!(quote_verbatim(r#"C:\x "q""#).unwrap(), r#"@"C:\x ""q""""#);
+        assert_eq!(quote_verbatim("a\nb"), None);
+    }
+
+    #[test]
+    fn timespans_use_the_largest_exact_unit() {
+        assert_eq!(format_timespan(Duration::from_days(1)), "1d");
+        assert_eq!(format_timespan(Duration::from_minutes(90)), "90m");
+        assert_eq!(format_timespan(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_timespan(Duration(-7)), "-7tick");
+        assert_eq!(format_timespan(Duration(0)), "0s");
+    }
+
+    #[test]
+    fn names_that_are_not_identifiers_are_bracketed() {
+        assert_eq!(ident("DeviceId"), "DeviceId");
+        assert_eq!(ident("my col"), r#"["my col"]"#);
+        assert_eq!(ident("by"), r#"["by"]"#);
+        assert_eq!(ident("9lives"), r#"["9lives"]"#);
+    }
+
+    #[test]
+    fn precedence_is_kept_with_parentheses() {
+        let q = crate::parse("T | where (a or b) and c | extend x = (1 + 2) * 3, y = 1 - (2 - 3)")
+            .unwrap();
+        let printed = print(&q);
+        assert!(printed.contains("(a or b) and c"), "{printed}");
+        assert!(printed.contains("(1 + 2) * 3"), "{printed}");
+        assert!(printed.contains("1 - (2 - 3)"), "{printed}");
+        assert_eq!(crate::parse(&printed).unwrap(), q);
+    }
+}

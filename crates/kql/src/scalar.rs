@@ -9,7 +9,9 @@ use culprit_model::{Duration, Timestamp, Value};
 use regex::Regex;
 
 use crate::ast::BinOp;
-use crate::values::{self, compare, from_json_scalar, key_eq, parse_datetime, parse_timespan, to_json, to_text};
+use crate::values::{
+    self, compare, from_json_scalar, key_eq, parse_datetime, parse_timespan, to_json, to_text,
+};
 
 /// Built-in scalar functions the evaluator runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,7 +234,32 @@ impl CExpr {
 
     /// True when the predicate holds (null counts as false, as `where` treats it).
     pub(crate) fn test(&self, row: &[Value]) -> bool {
-        matches!(*self.eval(row), Value::Bool(true))
+        self.truth(row) == Some(true)
+    }
+
+    /// A predicate's three-valued truth, without building values for `and`, `or` and
+    /// comparisons: `where` runs this on every row.
+    fn truth(&self, row: &[Value]) -> Option<bool> {
+        match self {
+            CExpr::Binary(BinOp::And, l, r) => match l.truth(row) {
+                Some(false) => Some(false),
+                lv => match r.truth(row) {
+                    Some(false) => Some(false),
+                    rv => lv.and(rv),
+                },
+            },
+            CExpr::Binary(BinOp::Or, l, r) => match l.truth(row) {
+                Some(true) => Some(true),
+                lv => match r.truth(row) {
+                    Some(true) => Some(true),
+                    rv => lv.and(rv),
+                },
+            },
+            CExpr::Binary(op, l, r) if is_comparison(*op) => {
+                compare_values(*op, &l.eval(row), &r.eval(row))
+            }
+            other => other.eval(row).as_bool(),
+        }
     }
 
     pub(crate) fn eval<'r>(&'r self, row: &'r [Value]) -> V<'r> {
@@ -429,25 +456,49 @@ fn binary<'r>(op: BinOp, l: &'r CExpr, r: &'r CExpr, row: &'r [Value]) -> V<'r> 
 /// `==`, `<`, `+`, ... on two values; null in, null out
 /// (https://learn.microsoft.com/en-us/kusto/query/scalar-data-types/null-values).
 pub(crate) fn binary_values(op: BinOp, a: &Value, c: &Value) -> Value {
+    if is_comparison(op) {
+        return compare_values(op, a, c).map_or(Value::Null, Value::Bool);
+    }
     if a.is_null() || c.is_null() {
         return Value::Null;
     }
-    match op {
-        BinOp::Eq => Value::Bool(eq(a, c)),
-        BinOp::Ne => Value::Bool(!eq(a, c)),
-        BinOp::EqCi => Value::Bool(values::eq_ci(&to_text(a), &to_text(c))),
-        BinOp::NeCi => Value::Bool(!values::eq_ci(&to_text(a), &to_text(c))),
-        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => match compare(a, c) {
-            Some(o) => Value::Bool(match op {
+    arith(op, a, c)
+}
+
+fn is_comparison(op: BinOp) -> bool {
+    matches!(
+        op,
+        BinOp::Eq
+            | BinOp::Ne
+            | BinOp::EqCi
+            | BinOp::NeCi
+            | BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+    )
+}
+
+/// A comparison's result; `None` (null) when either side is null or they do not compare.
+fn compare_values(op: BinOp, a: &Value, c: &Value) -> Option<bool> {
+    if a.is_null() || c.is_null() {
+        return None;
+    }
+    Some(match op {
+        BinOp::Eq => eq(a, c),
+        BinOp::Ne => !eq(a, c),
+        BinOp::EqCi => values::eq_ci(&to_text(a), &to_text(c)),
+        BinOp::NeCi => !values::eq_ci(&to_text(a), &to_text(c)),
+        _ => {
+            let o = compare(a, c)?;
+            match op {
                 BinOp::Lt => o == Ordering::Less,
                 BinOp::Le => o != Ordering::Greater,
                 BinOp::Gt => o == Ordering::Greater,
                 _ => o != Ordering::Less,
-            }),
-            None => Value::Null,
-        },
-        _ => arith(op, a, c),
-    }
+            }
+        }
+    })
 }
 
 fn eq(a: &Value, c: &Value) -> bool {
@@ -623,14 +674,19 @@ pub(crate) fn parse_json(v: &Value) -> Value {
 fn bin(v: &Value, size: &Value) -> Value {
     match (v, size) {
         (Value::DateTime(t), Value::TimeSpan(d)) if d.0 > 0 => {
-            t.0.div_euclid(d.0).checked_mul(d.0).map_or(Value::Null, |x| Value::DateTime(Timestamp(x)))
+            t.0.div_euclid(d.0)
+                .checked_mul(d.0)
+                .map_or(Value::Null, |x| Value::DateTime(Timestamp(x)))
         }
         (Value::TimeSpan(t), Value::TimeSpan(d)) if d.0 > 0 => {
-            t.0.div_euclid(d.0).checked_mul(d.0).map_or(Value::Null, |x| Value::TimeSpan(Duration(x)))
+            t.0.div_euclid(d.0)
+                .checked_mul(d.0)
+                .map_or(Value::Null, |x| Value::TimeSpan(Duration(x)))
         }
-        (Value::Int(x), Value::Int(s)) if *s > 0 => {
-            x.div_euclid(*s).checked_mul(*s).map_or(Value::Null, Value::Int)
-        }
+        (Value::Int(x), Value::Int(s)) if *s > 0 => x
+            .div_euclid(*s)
+            .checked_mul(*s)
+            .map_or(Value::Null, Value::Int),
         _ => match (v.as_f64(), size.as_f64()) {
             (Some(x), Some(s)) if s > 0.0 && !matches!(v, Value::String(_)) => {
                 Value::Real((x / s).floor() * s)

@@ -167,12 +167,8 @@ pub(crate) fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         (Value::DateTime(x), Value::DateTime(y)) => Some(x.cmp(y)),
         (Value::TimeSpan(x), Value::TimeSpan(y)) => Some(x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
-        (Value::DateTime(x), Value::String(s)) => {
-            parse_datetime(s).map(|y| x.cmp(&y))
-        }
-        (Value::String(s), Value::DateTime(y)) => {
-            parse_datetime(s).map(|x| x.cmp(y))
-        }
+        (Value::DateTime(x), Value::String(s)) => parse_datetime(s).map(|y| x.cmp(&y)),
+        (Value::String(s), Value::DateTime(y)) => parse_datetime(s).map(|x| x.cmp(y)),
         (Value::Dynamic(_), _) | (_, Value::Dynamic(_)) => {
             let (a2, b2) = (unwrap_dynamic(a), unwrap_dynamic(b));
             match (&*a2, &*b2) {
@@ -355,7 +351,11 @@ pub(crate) fn parse_timespan(s: &str) -> Option<culprit_model::Duration> {
         return None;
     }
     let digits: String = frac.chars().take(7).collect();
-    let frac_ticks: i64 = if digits.is_empty() { 0 } else { format!("{digits:0<7}").parse().ok()? };
+    let frac_ticks: i64 = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<7}").parse().ok()?
+    };
     let total = days
         .checked_mul(24)?
         .checked_add(hours)?

@@ -223,3 +223,31 @@ fn deep_nesting_is_an_error_not_a_crash() {
     );
     assert!(parse(&deep_dyn).is_err());
 }
+
+#[test]
+fn hostile_values_are_errors_or_nulls_not_crashes() {
+    let o = EvalOptions {
+        now: Timestamp(0),
+        row_limit: None,
+    };
+    assert!(parse("print x = datetime(2023-01-0é)").is_err());
+    assert!(parse("print x = time(99999999999999:00:00)").is_err());
+    for expr in [
+        "todatetime('2023-01-0é1T00:00:00')",
+        "totimespan('99999999999999:00:00')",
+        "bin(-9223372036854775807 - 1, 3)",
+        "bin(datetime(1600-01-01), 7d)",
+        "-9223372036854775807 / -1",
+        "(-9223372036854775807 - 1) % -1",
+        "datetime_add('year', 9223372036854775807, now())",
+        "substring('abc', -5, 99)",
+        "split('a', '')",
+        "extract('(', 1, 'x')",
+    ] {
+        let r = run(&format!("print x = {expr}"), &Database::new(), &o);
+        assert!(
+            r.is_ok() || matches!(r, Err(culprit_kql::KqlError::Semantic { .. })),
+            "{expr}: {r:?}"
+        );
+    }
+}

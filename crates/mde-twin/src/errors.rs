@@ -44,6 +44,17 @@ impl ApiError {
         }
     }
 
+    /// A 500 with no message, as the MDE API sends it (common-errors.md).
+    pub fn internal(api: Api, now: Timestamp) -> Self {
+        ApiError::new(
+            api,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "",
+            now,
+        )
+    }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self

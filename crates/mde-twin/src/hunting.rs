@@ -301,13 +301,7 @@ async fn execute(
         Ok(Ok(done)) => done,
         Ok(Err(join)) => {
             tracing::error!(error = %join, "the KQL engine failed on a query");
-            return Err(ApiError::new(
-                api,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "",
-                now,
-            ));
+            return Err(ApiError::internal(api, now));
         }
         Err(_) => {
             // The engine cannot be interrupted; its thread finishes on its own.
@@ -380,15 +374,7 @@ impl Serialize for Row<'_> {
 }
 
 fn render(st: &Shared, api: Api, o: Outcome, now: Timestamp) -> Result<Response, ApiError> {
-    let internal = |_| {
-        ApiError::new(
-            api,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "",
-            now,
-        )
-    };
+    let internal = |_| ApiError::internal(api, now);
     let results = serde_json::to_vec(&Rows(&o.table)).map_err(internal)?;
     if results.len() > st.config.limits.max_result_bytes {
         return Err(ApiError::new(

@@ -137,44 +137,49 @@ fn parse_filter(
         .transpose()
 }
 
+type Reply = Result<Response, ApiError>;
+
+/// `value` in an OData collection.
+fn collection(context: &str, value: Vec<Json>) -> Response {
+    axum::Json(json!({"@odata.context": context, "value": value})).into_response()
+}
+
+/// An entity with its `@odata.context`.
+fn entity(status: StatusCode, context: &str, mut v: Json) -> Response {
+    if let Json::Object(map) = &mut v {
+        map.insert("@odata.context".into(), json!(context));
+    }
+    (status, axum::Json(v)).into_response()
+}
+
 pub async fn list(
     State(st): State<Shared>,
     expiry: Expiry,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let (tenant, _) = match enter(&st, &headers, &expiry, READ_ROLES) {
-        Ok(ok) => ok,
-        Err(e) => return e.into_response(),
-    };
-    let result = (|| -> Result<Response, ApiError> {
-        let filter = parse_filter(&st, &q, crate::machines::MACHINE_FILTERABLE)?;
-        let (skip, top) = paging(&st, &q)?;
-        let all: Vec<Json> = tenant
-            .inventory
-            .machines
-            .iter()
-            .filter(|m| visible(&st, m))
-            .map(|m| machine_json(&st, &tenant, m))
-            .collect();
-        // With no recent machines at all the service answers 404, not an empty list.
-        if all.is_empty() {
-            return Err(error(
-                &st,
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "No machines found".into(),
-            ));
-        }
-        let value: Vec<Json> = all
-            .into_iter()
-            .filter(|m| filter.as_ref().is_none_or(|f| f.matches(m)))
-            .skip(skip)
-            .take(top)
-            .collect();
-        Ok(axum::Json(json!({"@odata.context": MACHINES_CONTEXT, "value": value})).into_response())
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Reply {
+    let (tenant, _) = enter(&st, &headers, &expiry, READ_ROLES)?;
+    let filter = parse_filter(&st, &q, crate::machines::MACHINE_FILTERABLE)?;
+    let (skip, top) = paging(&st, &q)?;
+    let all: Vec<Json> = tenant
+        .inventory
+        .machines
+        .iter()
+        .filter(|m| visible(&st, m))
+        .map(|m| machine_json(&st, &tenant, m))
+        .collect();
+    // With no recent machines at all the service answers 404, not an empty list.
+    if all.is_empty() {
+        let message = "No machines found".to_owned();
+        return Err(error(&st, StatusCode::NOT_FOUND, "NotFound", message));
+    }
+    let value: Vec<Json> = all
+        .into_iter()
+        .filter(|m| filter.as_ref().is_none_or(|f| f.matches(m)))
+        .skip(skip)
+        .take(top)
+        .collect();
+    Ok(collection(MACHINES_CONTEXT, value))
 }
 
 pub async fn get_one(
@@ -182,27 +187,22 @@ pub async fn get_one(
     expiry: Expiry,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let (tenant, _) = match enter(&st, &headers, &expiry, READ_ROLES) {
-        Ok(ok) => ok,
-        Err(e) => return e.into_response(),
-    };
+) -> Reply {
+    let (tenant, _) = enter(&st, &headers, &expiry, READ_ROLES)?;
     if let Some(args) = strip_call(&id, "findbyip") {
         return find_by_ip(&st, &tenant, args);
     }
-    match tenant.inventory.find(&id).filter(|m| visible(&st, m)) {
-        Some(m) => {
-            let mut v = machine_json(&st, &tenant, m);
-            if let Json::Object(map) = &mut v {
-                map.insert(
-                    "@odata.context".into(),
-                    json!(format!("{MACHINES_CONTEXT}/$entity")),
-                );
-            }
-            axum::Json(v).into_response()
-        }
-        None => machine_not_found(&st, &id).into_response(),
-    }
+    let m = tenant
+        .inventory
+        .find(&id)
+        .filter(|m| visible(&st, m))
+        .ok_or_else(|| machine_not_found(&st, &id))?;
+    let context = format!("{MACHINES_CONTEXT}/$entity");
+    Ok(entity(
+        StatusCode::OK,
+        &context,
+        machine_json(&st, &tenant, m),
+    ))
 }
 
 fn machine_not_found(st: &Shared, id: &str) -> ApiError {
@@ -244,35 +244,25 @@ fn find_by_ip_args(args: &str) -> Result<(String, String), String> {
     ))
 }
 
-fn find_by_ip(st: &Shared, tenant: &Tenant, args: &str) -> Response {
-    let bad = |code: &str, message: String| {
-        error(st, StatusCode::BAD_REQUEST, code, message).into_response()
-    };
-    let (ip, timestamp) = match find_by_ip_args(args) {
-        Ok(v) => v,
-        Err(e) => return bad("InvalidInput", format!("findbyip: {e}")),
-    };
+fn find_by_ip(st: &Shared, tenant: &Tenant, args: &str) -> Reply {
+    let bad = |code: &str, message: String| error(st, StatusCode::BAD_REQUEST, code, message);
+    let (ip, timestamp) =
+        find_by_ip_args(args).map_err(|e| bad("InvalidInput", format!("findbyip: {e}")))?;
     if ip.parse::<std::net::IpAddr>().is_err() {
-        return bad(
-            "InvalidIpAddress",
-            format!("'{ip}' is not a valid IP address"),
-        );
+        let message = format!("'{ip}' is not a valid IP address");
+        return Err(bad("InvalidIpAddress", message));
     }
-    let Ok(at) = Timestamp::parse(&timestamp) else {
-        return bad(
+    let at = Timestamp::parse(&timestamp).map_err(|_| {
+        bad(
             "InvalidInput",
             format!("'{timestamp}' is not a valid timestamp"),
-        );
-    };
+        )
+    })?;
     let now = st.now();
-    if at < now - Duration::from_days(st.config.limits.lookback_days) || at > now {
-        return bad(
-            "InvalidInput",
-            format!(
-                "The timestamp must be within the last {} days",
-                st.config.limits.lookback_days
-            ),
-        );
+    let days = st.config.limits.lookback_days;
+    if at < now - Duration::from_days(days) || at > now {
+        let message = format!("The timestamp must be within the last {days} days");
+        return Err(bad("InvalidInput", message));
     }
     let value: Vec<Json> = tenant
         .inventory
@@ -280,7 +270,7 @@ fn find_by_ip(st: &Shared, tenant: &Tenant, args: &str) -> Response {
         .into_iter()
         .map(|m| machine_json(st, tenant, m))
         .collect();
-    axum::Json(json!({"@odata.context": MACHINES_CONTEXT, "value": value})).into_response()
+    Ok(collection(MACHINES_CONTEXT, value))
 }
 
 pub async fn isolate(
@@ -289,7 +279,7 @@ pub async fn isolate(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
+) -> Reply {
     act(&st, &expiry, &headers, &id, &body, ActionType::Isolate)
 }
 
@@ -299,7 +289,7 @@ pub async fn unisolate(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
+) -> Reply {
     act(&st, &expiry, &headers, &id, &body, ActionType::Unisolate)
 }
 
@@ -348,6 +338,7 @@ fn action_body(
     Ok((comment, Some(scope)))
 }
 
+/// Records an isolate or unisolate request unless one is still running on the machine.
 fn act(
     st: &Shared,
     expiry: &Expiry,
@@ -355,18 +346,14 @@ fn act(
     id: &str,
     body: &Bytes,
     kind: ActionType,
-) -> Response {
-    let (tenant, claims) = match enter(st, headers, expiry, ISOLATE_ROLES) {
-        Ok(ok) => ok,
-        Err(e) => return e.into_response(),
-    };
-    let Some(machine) = tenant.inventory.find(id).filter(|m| visible(st, m)) else {
-        return machine_not_found(st, id).into_response();
-    };
-    let (comment, scope) = match action_body(st, body, kind) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
+) -> Reply {
+    let (tenant, claims) = enter(st, headers, expiry, ISOLATE_ROLES)?;
+    let machine = tenant
+        .inventory
+        .find(id)
+        .filter(|m| visible(st, m))
+        .ok_or_else(|| machine_not_found(st, id))?;
+    let (comment, scope) = action_body(st, body, kind)?;
     let now = st.now();
     let timing = &st.config.actions;
     let mut live = tenant.live();
@@ -375,14 +362,13 @@ fn act(
         .iter()
         .any(|a| a.machine_id == machine.id && a.status(now, timing).is_active())
     {
-        drop(live);
-        return error(
+        let message = "Action is already in progress".to_owned();
+        return Err(error(
             st,
             StatusCode::BAD_REQUEST,
             "ActiveRequestAlreadyExists",
-            "Action is already in progress".into(),
-        )
-        .into_response();
+            message,
+        ));
     }
     let action = Action {
         id: uuid::Uuid::new_v4().to_string(),
@@ -394,13 +380,9 @@ fn act(
         computer_dns_name: machine.computer_dns_name.clone(),
         created: now,
     };
-    let mut v = action.to_json(now, timing);
+    let v = action.to_json(now, timing);
     live.actions.push(action);
-    drop(live);
-    if let Json::Object(map) = &mut v {
-        map.insert("@odata.context".into(), json!(ACTION_CONTEXT));
-    }
-    (StatusCode::CREATED, axum::Json(v)).into_response()
+    Ok(entity(StatusCode::CREATED, ACTION_CONTEXT, v))
 }
 
 pub async fn get_action(
@@ -408,11 +390,8 @@ pub async fn get_action(
     expiry: Expiry,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let (tenant, _) = match enter(&st, &headers, &expiry, READ_ROLES) {
-        Ok(ok) => ok,
-        Err(e) => return e.into_response(),
-    };
+) -> Reply {
+    let (tenant, _) = enter(&st, &headers, &expiry, READ_ROLES)?;
     let now = st.now();
     let found = tenant
         .live()
@@ -420,21 +399,15 @@ pub async fn get_action(
         .iter()
         .find(|a| a.id.eq_ignore_ascii_case(&id))
         .map(|a| a.to_json(now, &st.config.actions));
-    match found {
-        Some(mut v) => {
-            if let Json::Object(map) = &mut v {
-                map.insert("@odata.context".into(), json!(ACTION_CONTEXT));
-            }
-            axum::Json(v).into_response()
-        }
-        None => error(
+    let v = found.ok_or_else(|| {
+        error(
             &st,
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
             format!("Machine action {id} was not found"),
         )
-        .into_response(),
-    }
+    })?;
+    Ok(entity(StatusCode::OK, ACTION_CONTEXT, v))
 }
 
 pub async fn list_actions(
@@ -442,27 +415,21 @@ pub async fn list_actions(
     expiry: Expiry,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let (tenant, _) = match enter(&st, &headers, &expiry, READ_ROLES) {
-        Ok(ok) => ok,
-        Err(e) => return e.into_response(),
-    };
-    let result = (|| -> Result<Response, ApiError> {
-        let filter = parse_filter(&st, &q, crate::machines::ACTION_FILTERABLE)?;
-        let (skip, top) = paging(&st, &q)?;
-        let now = st.now();
-        let value: Vec<Json> = tenant
-            .live()
-            .actions
-            .iter()
-            .map(|a| a.to_json(now, &st.config.actions))
-            .filter(|a| filter.as_ref().is_none_or(|f| f.matches(a)))
-            .skip(skip)
-            .take(top)
-            .collect();
-        Ok(axum::Json(json!({"@odata.context": ACTIONS_CONTEXT, "value": value})).into_response())
-    })();
-    result.unwrap_or_else(|e: ApiError| e.into_response())
+) -> Reply {
+    let (tenant, _) = enter(&st, &headers, &expiry, READ_ROLES)?;
+    let filter = parse_filter(&st, &q, crate::machines::ACTION_FILTERABLE)?;
+    let (skip, top) = paging(&st, &q)?;
+    let now = st.now();
+    let value: Vec<Json> = tenant
+        .live()
+        .actions
+        .iter()
+        .map(|a| a.to_json(now, &st.config.actions))
+        .filter(|a| filter.as_ref().is_none_or(|f| f.matches(a)))
+        .skip(skip)
+        .take(top)
+        .collect();
+    Ok(collection(ACTIONS_CONTEXT, value))
 }
 
 #[cfg(test)]

@@ -352,15 +352,7 @@ fn server_error(api: Api, now: Timestamp) -> Response {
             now,
         )
         .into_response(),
-        // The MDE API sends InternalServerError without a message (common-errors.md).
-        Api::Mde => ApiError::new(
-            api,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "",
-            now,
-        )
-        .into_response(),
+        Api::Mde => ApiError::internal(api, now).into_response(),
     }
 }
 

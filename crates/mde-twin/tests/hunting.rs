@@ -268,55 +268,20 @@ async fn retry_after_is_in_real_seconds_under_a_scaled_clock() {
     cfg.clock.start = Some(start_time());
     cfg.clock.scale = 0.001;
     cfg.limits.calls_per_minute = 3;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let twin = culprit_mde_twin::Twin::start(cfg, listener).await.unwrap();
-    let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", twin.base_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", APP),
-            ("client_secret", SECRET),
-            ("scope", MDE_SCOPE),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
+    let env = Env::start_scaled(cfg).await;
+    let token = env.mde_token().await;
     let mut last = None;
     for _ in 0..4 {
-        let resp = http
-            .post(format!("{}/api/advancedqueries/run", twin.base_url()))
-            .bearer_auth(token)
-            .json(&json!({"Query": "DeviceInfo | take 1"}))
-            .send()
-            .await
-            .unwrap();
-        last = Some(Reply::read(resp).await);
+        last = Some(env.mde_hunt(&token, "DeviceInfo | take 1").await);
     }
     let last = last.unwrap();
     assert_eq!(last.status, 429, "{}", last.body);
     let secs: u64 = last.header("retry-after").unwrap().parse().unwrap();
     assert!((59_000..=60_000).contains(&secs), "{secs}");
-    let clock: Value = http
-        .get(format!("{}/_twin/clock", twin.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(clock["scale"], 0.001);
-    assert!(
-        clock["now"]
-            .as_str()
-            .unwrap()
-            .starts_with("2023-08-16T05:05:16")
-    );
-    twin.shutdown().await;
+    let clock = Reply::read(env.http.get(env.url("/_twin/clock")).send().await.unwrap()).await;
+    assert_eq!(clock.body["scale"], 0.001);
+    let now = clock.body["now"].as_str().unwrap();
+    assert!(now.starts_with("2023-08-16T05:05:16"), "{now}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! (with jittered exponential backoff, topology re-declared) whenever it breaks.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::convert::short;
 use super::topology::Topology;
 use crate::config::{Backoff, Names};
+use crate::lock;
 use crate::{BusConfig, BusError, QueueName, Topic};
 
 /// How long one connection attempt may take before it counts as failed.
@@ -266,9 +267,4 @@ async fn send(
         Ok(Confirmation::Nack(_) | Confirmation::NotRequested) => Sent::Nacked,
         Err(error) => Sent::Broken(error),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded sets are only inserted into; a panic cannot leave them inconsistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -186,13 +186,7 @@ impl Subscriber for RabbitBus {
         prefetch: u16,
     ) -> BoxFuture<'a, Result<Box<dyn Consumer>, BusError>> {
         Box::pin(async move {
-            queue.validate()?;
-            if prefetch == 0 {
-                return Err(BusError::InvalidInput {
-                    field: "prefetch".into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
+            crate::check_subscription(&queue, prefetch)?;
             self.shared.remember(&queue, None);
             let consumer = RabbitConsumer::open(self.shared.clone(), queue, prefetch).await?;
             Ok(Box::new(consumer) as Box<dyn Consumer>)

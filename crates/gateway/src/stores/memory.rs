@@ -7,8 +7,8 @@ use culprit_model::Timestamp;
 use tokio::sync::watch;
 
 use super::{
-    AuditRecord, AuditSink, BoxFuture, EventLog, HOUR_MS, IsolationCounter, LoggedEvent,
-    ReadError, ReleaseSchedule, ScheduledRelease, millis,
+    AuditRecord, AuditSink, BoxFuture, EventLog, HOUR_MS, IsolationCounter, LoggedEvent, ReadError,
+    ReleaseSchedule, ScheduledRelease, millis,
 };
 use crate::GatewayError;
 
@@ -147,7 +147,7 @@ impl EventLog for MemoryGatewayStores {
 }
 
 impl AuditSink for MemoryGatewayStores {
-    fn append<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), GatewayError>> {
+    fn record<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), GatewayError>> {
         Box::pin(async move {
             let mut s = self.lock();
             s.audit.push_back(record.clone());
@@ -159,7 +159,16 @@ impl AuditSink for MemoryGatewayStores {
     }
 
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditRecord>, GatewayError>> {
-        Box::pin(async move { Ok(self.lock().audit.iter().rev().take(limit).cloned().collect()) })
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .audit
+                .iter()
+                .rev()
+                .take(limit)
+                .cloned()
+                .collect())
+        })
     }
 }
 

@@ -107,7 +107,7 @@ pub struct AuditRecord {
 
 /// The append-only audit trail.
 pub trait AuditSink: Send + Sync + Debug {
-    fn append<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), GatewayError>>;
+    fn record<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), GatewayError>>;
     /// The newest `limit` records, newest first.
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditRecord>, GatewayError>>;
 }
@@ -135,8 +135,10 @@ pub struct ScheduledRelease {
 
 /// Automatic releases, claimed atomically so one replica performs each.
 pub trait ReleaseSchedule: Send + Sync + Debug {
-    fn schedule<'a>(&'a self, release: &'a ScheduledRelease)
-    -> BoxFuture<'a, Result<(), GatewayError>>;
+    fn schedule<'a>(
+        &'a self,
+        release: &'a ScheduledRelease,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
     /// Removes and returns at most `limit` releases due at `now`.
     fn take_due(
         &self,

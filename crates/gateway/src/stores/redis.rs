@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::{
-    AuditRecord, AuditSink, BoxFuture, EventLog, HOUR_MS, IsolationCounter, LoggedEvent,
-    ReadError, ReleaseSchedule, ScheduledRelease, millis,
+    AuditRecord, AuditSink, BoxFuture, EventLog, HOUR_MS, IsolationCounter, LoggedEvent, ReadError,
+    ReleaseSchedule, ScheduledRelease, millis,
 };
 use crate::GatewayError;
 
@@ -114,12 +114,10 @@ impl RedisGatewayStores {
             reason: e.to_string(),
         };
         let client = Client::open(url).map_err(|e| err("open", e))?;
-        let conn = ConnectionManager::new_with_config(
-            client.clone(),
-            config(StdDuration::from_secs(2)),
-        )
-        .await
-        .map_err(|e| err("connect", e))?;
+        let conn =
+            ConnectionManager::new_with_config(client.clone(), config(StdDuration::from_secs(2)))
+                .await
+                .map_err(|e| err("connect", e))?;
         let stream = format!("{prefix}:gateway:events");
         let changed = watch::Sender::new(0);
         let tailer = tokio::spawn(tail(client, stream, changed.clone(), shown.clone()));
@@ -223,7 +221,7 @@ async fn tail(client: Client, stream: String, changed: watch::Sender<u64>, url: 
             .await;
         match reply {
             Ok(Some(r)) => {
-                if let Some(id) = r.keys.iter().flat_map(|k| &k.ids).map(|i| &i.id).last() {
+                if let Some(id) = r.keys.iter().flat_map(|k| &k.ids).map(|i| &i.id).next_back() {
                     last.clone_from(id);
                 }
                 changed.send_modify(|n| *n += 1);
@@ -315,7 +313,7 @@ impl EventLog for RedisGatewayStores {
 }
 
 impl AuditSink for RedisGatewayStores {
-    fn append<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), GatewayError>> {
+    fn record<'a>(&'a self, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), GatewayError>> {
         Box::pin(async move {
             let json = serde_json::to_string(record).map_err(|e| GatewayError::Decode {
                 what: "audit record",

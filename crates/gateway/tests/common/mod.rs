@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use culprit_bus::{BusConfig, InProcessBus};
-use culprit_cache::{MemoryStores, ResultMeta, ResultStore, SystemClock};
+use culprit_cache::{Clock, MemoryStores, ResultMeta, ResultStore, SystemClock};
 use culprit_gateway::stores::MemoryGatewayStores;
 use culprit_gateway::{
     Gateway, GatewayConfig, Handles, Policy, Probe, Scope, bearer, create_key_with_id,
@@ -44,6 +44,8 @@ pub struct Options {
     pub probes: Vec<Arc<dyn Probe>>,
     pub rate_limit_per_key: u32,
     pub twin_data: Option<PathBuf>,
+    pub clock: Option<Arc<dyn Clock>>,
+    pub twin_latency_ms: u64,
 }
 
 impl Default for Options {
@@ -55,6 +57,8 @@ impl Default for Options {
             probes: Vec::new(),
             rate_limit_per_key: 0,
             twin_data: None,
+            clock: None,
+            twin_latency_ms: 0,
         }
     }
 }
@@ -87,6 +91,7 @@ pub fn twin_start() -> Timestamp {
 async fn start_twin(o: &Options, clock: Arc<TwinManualClock>) -> (TwinHandle, MdeClient) {
     let dir = o.twin_data.clone().unwrap_or_else(scenario_dir);
     let mut cfg = TwinConfig::single_tenant(TWIN_TENANT, TWIN_CLIENT, TWIN_SECRET, vec![dir]);
+    cfg.faults.latency_ms = o.twin_latency_ms;
     if let Some(roles) = &o.twin_roles {
         cfg.tenants[0].clients[0].roles = roles.clone();
     }
@@ -155,7 +160,7 @@ pub async fn spawn_app(o: Options) -> App {
         stores: stores.clone(),
         mde,
         probes: o.probes,
-        clock: Arc::new(SystemClock),
+        clock: o.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
     };
     let gateway = Gateway::new(GatewayConfig { settings, handles }).unwrap();
     let policy = gateway.policy();
@@ -218,7 +223,11 @@ impl App {
             .unwrap(),
         };
         self.results
-            .put(&DetectionKey(c.detection_key.clone()), &c.encode_to_vec(), &meta)
+            .put(
+                &DetectionKey(c.detection_key.clone()),
+                &c.encode_to_vec(),
+                &meta,
+            )
             .await
             .unwrap();
     }

@@ -384,10 +384,16 @@ fn sentinel_groups_stored_as_json_text() {
 }
 
 #[test]
-fn duplicate_key_fails_only_its_detection() {
-    let page = format!(r#"{{"results": [{MINIMAL}, {{"id": 1, "id": 2}}]}}"#);
+fn duplicate_key_keeps_the_last_value() {
+    let dup = MINIMAL.replace(r#""id": 7,"#, r#""id": 7, "id": 8,"#);
+    let page = format!(r#"{{"results": [{MINIMAL}, {dup}]}}"#);
     let parsed = parse_json(page.as_bytes(), "t").unwrap();
-    assert!(parsed[0].detection.is_ok());
-    let e = parsed[1].detection.as_ref().unwrap_err();
-    assert_eq!(e.path(), "results[1]");
+    assert_eq!(parsed[0].detection.as_ref().unwrap().source_id, "7");
+    assert_eq!(parsed[1].detection.as_ref().unwrap().source_id, "8");
+}
+
+#[test]
+fn not_utf8_is_malformed() {
+    let e = parse_json(b"[{\"id\": \"\xff\"}]", "t").unwrap_err();
+    assert!(e.to_string().contains("not UTF-8"), "{e}");
 }

@@ -58,15 +58,29 @@ pub fn tenant(id: &str, dirs: Vec<PathBuf>) -> TenantConfig {
 
 pub struct Env {
     pub twin: TwinHandle,
-    pub clock: Arc<ManualClock>,
+    /// None when the twin runs on the clock its config describes.
+    pub clock: Option<Arc<ManualClock>>,
     pub http: reqwest::Client,
 }
 
 impl Env {
+    /// A twin on a manual clock that starts at [`start_time`].
     pub async fn start(config: TwinConfig) -> Env {
         let clock = Arc::new(ManualClock::new(start_time()));
+        Self::launch(config, Some(clock)).await
+    }
+
+    /// A twin on the scaled clock of `config.clock`.
+    pub async fn start_scaled(config: TwinConfig) -> Env {
+        Self::launch(config, None).await
+    }
+
+    async fn launch(config: TwinConfig, clock: Option<Arc<ManualClock>>) -> Env {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let twin = Twin::start_with_clock(config, listener, Some(clock.clone()))
+        let injected = clock
+            .clone()
+            .map(|c| c as Arc<dyn culprit_mde_twin::TwinClock>);
+        let twin = Twin::start_with_clock(config, listener, injected)
             .await
             .unwrap();
         Env {
@@ -81,7 +95,8 @@ impl Env {
     }
 
     pub fn advance(&self, secs: i64) {
-        self.clock.advance(Duration::from_seconds(secs));
+        let clock = self.clock.as_ref().expect("a manual clock");
+        clock.advance(Duration::from_seconds(secs));
     }
 
     /// A v2 client-credentials request; the raw response.
