@@ -26,6 +26,9 @@ pub(crate) enum Resolution<'a> {
     NotFound,
 }
 
+/// Per minute: the first and last row in it.
+type Minutes = FxMap<i64, (Timestamp, Timestamp)>;
+
 #[derive(Default)]
 struct DeviceObs<'a> {
     name: &'a str,
@@ -35,9 +38,6 @@ struct DeviceObs<'a> {
     obs: Vec<(Timestamp, bool)>,
     /// When the device's snapshots came in: their cadence tells when a silent device left.
     snapshots: Vec<Timestamp>,
-    /// Connection rows using the address, per minute: (first, last). A minute's first and
-    /// last say as much about a hold as every row in it, at a fraction of the cost.
-    uses: FxMap<i64, (Timestamp, Timestamp)>,
 }
 
 impl DeviceObs<'_> {
@@ -81,33 +81,49 @@ fn observations<'a>(
         d.obs.push((t, has));
         d.snapshots.push(t);
     }
-    for (i, r) in tel.network.iter().enumerate() {
+    // Per network-row device slot: its snapshot addresses, and its uses of `ip` per minute
+    // (a minute's first and last use say as much about a hold as every row in it).
+    let empty = FxSet::default();
+    let own: Vec<&FxSet<IpAddr>> = (0..devices.len())
+        .map(|s| devs.get(devices.id_of_slot(s)).map_or(&empty, |d| &d.own))
+        .collect();
+    let mut uses: Vec<(&str, Minutes)> = vec![("", FxMap::default()); devices.len()];
+    for (r, &slot) in tel.network.iter().zip(&devices.slot) {
         let (l, rm) = (r.local_ip == Some(ip), r.remote_ip == Some(ip));
         if !l && !rm {
             continue;
         }
-        let d = devs.entry(devices.id(i)).or_default();
-        if d.name.is_empty() {
-            d.name = &r.device_name;
-        }
-        let own_known = !d.own.is_empty();
-        let uses = if own_known {
+        let (Some(own), Some((name, minutes))) =
+            (own.get(slot as usize), uses.get_mut(slot as usize))
+        else {
+            continue;
+        };
+        let used = if own.is_empty() {
+            l && !looks_swapped(r.local_port, r.remote_port, &r.action_type)
+        } else {
             // The address is the device's own side when the snapshots say so and the other
             // side is not also one of its addresses.
             let other = if l { r.remote_ip } else { r.local_ip };
-            d.own.contains(&ip) && other.is_none_or(|o| !d.own.contains(&o))
-        } else {
-            l && !looks_swapped(r.local_port, r.remote_port, &r.action_type)
+            own.contains(&ip) && other.is_none_or(|o| !own.contains(&o))
         };
-        if uses {
+        if used {
             let t = r.timestamp;
-            let e = d.uses.entry(t.0.div_euclid(600_000_000)).or_insert((t, t));
+            let e = minutes.entry(t.0.div_euclid(600_000_000)).or_insert((t, t));
             *e = (e.0.min(t), e.1.max(t));
+            if name.is_empty() {
+                *name = &r.device_name;
+            }
         }
     }
-    for d in devs.values_mut() {
-        let uses: Vec<(Timestamp, Timestamp)> = d.uses.values().copied().collect();
-        for (first, last) in uses {
+    for (slot, (name, minutes)) in uses.into_iter().enumerate() {
+        if minutes.is_empty() {
+            continue;
+        }
+        let d = devs.entry(devices.id_of_slot(slot)).or_default();
+        if d.name.is_empty() {
+            d.name = name;
+        }
+        for (first, last) in minutes.into_values() {
             d.obs.push((first, true));
             d.obs.push((last, true));
         }

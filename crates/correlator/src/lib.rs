@@ -234,7 +234,13 @@ pub fn attribute(
         }
         Resolution::One(h) => h,
     };
-    let view = DeviceView::build(telemetry, &devices, held.id);
+    let margin = tol + Duration::from_minutes(10);
+    let focus = view::Focus {
+        from: ws - margin,
+        to: we + margin,
+        ips: det.flows.iter().map(|f| f.remote_ip).collect(),
+    };
+    let view = DeviceView::build(telemetry, &devices, held.id, &focus);
     c.device = Some(device_ref(&held));
     c.window_activity = lineage::window_activity(&view, ws, we, tol);
     let in_window = view.net.iter().any(|r| r.t >= ws - tol && r.t <= we + tol);

@@ -268,9 +268,14 @@ pub(crate) fn match_sessions<'d>(
     for (fi, f) in det.flows.iter().enumerate() {
         by_ip.entry(f.remote_ip).or_default().push(fi);
     }
+    // A few addresses are cheaper to compare than to hash, row after row.
+    let few: Option<Vec<IpAddr>> = (by_ip.len() <= 8).then(|| by_ip.keys().copied().collect());
     let mut flow_rows: Vec<Vec<usize>> = vec![Vec::new(); det.flows.len()];
     for (ri, row) in view.net.iter().enumerate() {
         for ip in [row.remote_ip, row.local_ip].into_iter().flatten() {
+            if few.as_ref().is_some_and(|f| !f.contains(&ip)) {
+                continue;
+            }
             for &fi in by_ip.get(&ip).into_iter().flatten() {
                 if joins_flow(det, fi, row) && flow_rows[fi].last() != Some(&ri) {
                     flow_rows[fi].push(ri);

@@ -82,13 +82,14 @@ impl<'a> NetDevices<'a> {
         nd
     }
 
-    /// The device id of network row `i` (the first row's copy, which stays in cache).
-    pub fn id(&self, i: usize) -> &'a str {
-        self.slot
-            .get(i)
-            .and_then(|s| self.ids.get(*s as usize))
-            .copied()
-            .unwrap_or("")
+    /// How many devices the network rows name.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// A device's id by its slot (the first row's copy, which stays in cache).
+    pub fn id_of_slot(&self, slot: usize) -> &'a str {
+        self.ids.get(slot).copied().unwrap_or("")
     }
 
     fn slot_of(&self, id: &str) -> Option<u32> {
@@ -122,6 +123,21 @@ fn richness(p: &ProcessInfo, created_row: bool) -> u8 {
     r
 }
 
+/// Which connection rows the engine reads: those near the window, and those joining one of
+/// the detection's addresses at any time (earlier connections explain capped repeats).
+#[derive(Clone, Debug)]
+pub(crate) struct Focus {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub ips: Vec<IpAddr>,
+}
+
+impl Focus {
+    fn wants(&self, t: Timestamp, a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+        (t >= self.from && t <= self.to) || [a, b].iter().flatten().any(|ip| self.ips.contains(ip))
+    }
+}
+
 /// Everything the engine reads about the resolved device.
 #[derive(Debug)]
 pub(crate) struct DeviceView<'a> {
@@ -137,7 +153,7 @@ pub(crate) struct DeviceView<'a> {
 }
 
 impl<'a> DeviceView<'a> {
-    pub fn build(tel: &'a Telemetry, devices: &NetDevices<'a>, id: &'a str) -> Self {
+    pub fn build(tel: &'a Telemetry, devices: &NetDevices<'a>, id: &'a str, focus: &Focus) -> Self {
         let mut v = DeviceView {
             id,
             name: "",
@@ -152,6 +168,9 @@ impl<'a> DeviceView<'a> {
         let rows = tel.network.iter().zip(&devices.slot);
         for (r, _) in rows.filter(|(_, s)| Some(**s) == slot) {
             v.seen(r.timestamp, &r.device_name);
+            if !focus.wants(r.timestamp, r.local_ip, r.remote_ip) {
+                continue;
+            }
             if let Some(key) = v.register(&r.initiating, false) {
                 v.net.push(net_row!(r, &r.protocol, key));
             }

@@ -39,6 +39,30 @@ enum Command {
     /// KQL tools.
     #[command(subcommand)]
     Kql(KqlCommand),
+    /// Run the services: every role in one process, or one role (`--role`).
+    Serve {
+        #[arg(long, value_enum)]
+        role: Option<crate::serve::Role>,
+        /// Configuration file (TOML); see deploy/culprit.example.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Microsoft Defender access.
+    #[command(subcommand)]
+    Mde(MdeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MdeCommand {
+    /// Test each configured tenant end to end: token, each permission, one hunting query,
+    /// one machine look-up. Exits 0 only when everything needed works.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -166,6 +190,14 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
             tables,
             format,
         }) => kql_check(&corpus, tables.as_deref(), format),
+        Command::Serve { role, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            settings.validate()?;
+            culprit_telemetry::init(&settings.telemetry.log_format, &settings.telemetry.log_filter)?;
+            crate::serve::serve(settings, role).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mde(MdeCommand::Check { config, tenant }) => mde_check(&config, tenant.as_deref()).await,
     }
 }
 
@@ -175,7 +207,7 @@ fn init_logs(settings: &Settings) -> Result<()> {
         .context("setting up logging")
 }
 
-fn engine_options(settings: &Settings, scorer: Option<Scorer>) -> Result<Options> {
+pub(crate) fn engine_options(settings: &Settings, scorer: Option<Scorer>) -> Result<Options> {
     let scorer = match scorer {
         Some(s) => s,
         None => Scorer::parse(&settings.correlator.scorer)
@@ -189,7 +221,7 @@ fn engine_options(settings: &Settings, scorer: Option<Scorer>) -> Result<Options
     })
 }
 
-fn reach(settings: &Settings) -> Reach {
+pub(crate) fn reach(settings: &Settings) -> Reach {
     Reach {
         lookback: Duration::from_minutes(settings.hunter.lookback_minutes),
         lookahead: Duration::from_minutes(settings.hunter.lookahead_minutes),
@@ -450,4 +482,24 @@ fn kql_check(corpus: &Path, tables: Option<&Path>, format: Format) -> Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn mde_check(config: &Path, only: Option<&str>) -> Result<ExitCode> {
+    let settings = Settings::load(Some(config))?;
+    settings.validate()?;
+    init_logs(&settings)?;
+    if settings.tenants.is_empty() {
+        bail!("{}: names no tenant: add a [tenants.NAME] section", config.display());
+    }
+    let mut all_ok = true;
+    for (name, t) in &settings.tenants {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let client = pipeline::configured_client(name, t)?;
+        let lines = crate::mde_check::check(&client).await;
+        all_ok &= lines.iter().all(|l| l.ok);
+        print!("{}", crate::mde_check::render(name, &lines));
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

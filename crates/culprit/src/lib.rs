@@ -2,6 +2,8 @@
 //! the workspace's integration tests can drive the same code the binary runs.
 
 pub mod cli;
+pub mod mde_check;
 pub mod pipeline;
 pub mod render;
 pub mod scenario;
+pub mod serve;

@@ -130,6 +130,17 @@ pub fn links(portal: &Url, c: &Correlation) -> Option<Links> {
 
 /// A tenant from the configuration: the real client, with the configured cloud and overrides.
 pub fn configured_tenant(name: &str, t: &culprit_settings::TenantSettings) -> Result<Tenant> {
+    let client = configured_client(name, t)?;
+    let portal = client.portal().clone();
+    Ok(Tenant {
+        name: name.to_owned(),
+        backend: Arc::new(MdeBackend::new(client)),
+        portal,
+    })
+}
+
+/// The MDE client for a configured tenant.
+pub fn configured_client(name: &str, t: &culprit_settings::TenantSettings) -> Result<MdeClient> {
     let cloud: Cloud = serde_json::from_value(serde_json::Value::String(t.cloud.clone()))
         .with_context(|| format!("tenants.{name}.cloud: unknown cloud {:?}", t.cloud))?;
     let mut cfg = ClientConfig::new(cloud, &t.tenant_id, &t.client_id, t.client_secret.clone());
@@ -153,12 +164,6 @@ pub fn configured_tenant(name: &str, t: &culprit_settings::TenantSettings) -> Re
                 .with_context(|| format!("tenants.{name}.endpoints.{field}: {value:?}"))?;
         }
     }
-    let portal = endpoints.portal.clone();
     cfg.endpoints = Some(endpoints);
-    let client = MdeClient::new(cfg).with_context(|| format!("tenants.{name}"))?;
-    Ok(Tenant {
-        name: name.to_owned(),
-        backend: Arc::new(MdeBackend::new(client)),
-        portal,
-    })
+    MdeClient::new(cfg).with_context(|| format!("tenants.{name}"))
 }

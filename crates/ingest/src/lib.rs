@@ -3,6 +3,20 @@
 //! Every parser works on bytes and returns one [`Parsed`] per record, so that a service can
 //! feed it a file, an HTTP body or a syslog message, publish the good detections and
 //! dead-letter the bad records with the reason (an [`IngestError`] naming the field).
+//!
+//! - [`vectra`]: API v2.x / v3.x detection objects (page, array or one object).
+//! - [`vectra_syslog`]: Vectra CEF and JSON syslog, RFC 5424/3164 headers, TCP framing.
+//! - [`suricata`]: EVE `alert` lines (other event types are skipped, not errors).
+//! - [`zeek`]: notice.log rows are detections; conn.log rows are flow records that enrich
+//!   detections, and become detections only through [`zeek::ConnRecord::into_detection`].
+//! - [`community_id`]: Community ID v1, checked against the spec's vectors.
+//!
+//! Conventions shared by all parsers: IPs canonical (`::ffff:a.b.c.d` becomes IPv4), times
+//! UTC, numbers accepted as JSON numbers or numeric strings, a bad optional field becomes a
+//! line in `Detection::warnings` and never drops the detection, a missing required field is an
+//! [`IngestError::Missing`] naming it. `severity`, when a source has one, is on a 0–100 scale
+//! where higher is worse (Suricata `100 / severity`, CEF severity × 10), so that
+//! `Detection::priority` compares across sources.
 
 pub mod community_id;
 mod error;

@@ -106,6 +106,7 @@ pub fn split_header(msg: &[u8]) -> (SyslogHeader, &[u8]) {
         return (h, rest);
     }
     let mut tokens = Tokens(rest);
+    tokens.skip_spaces();
     let first = tokens.peek().unwrap_or_default();
     if !first.is_empty() && first.len() <= 3 && first.bytes().all(|b| b.is_ascii_digit()) {
         // RFC 5424: VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [MSG]
@@ -160,6 +161,12 @@ fn body_start(b: &[u8]) -> Option<usize> {
 struct Tokens<'a>(&'a [u8]);
 
 impl<'a> Tokens<'a> {
+    /// RFC 3164 pads single-digit days with a second space (`Jan  6`).
+    fn skip_spaces(&mut self) {
+        while self.0.first() == Some(&b' ') {
+            self.0 = &self.0[1..];
+        }
+    }
     fn peek(&self) -> Option<&'a str> {
         let end = self
             .0
@@ -169,6 +176,7 @@ impl<'a> Tokens<'a> {
         std::str::from_utf8(&self.0[..end]).ok()
     }
     fn next(&mut self) -> Option<&'a str> {
+        self.skip_spaces();
         let tok = self.peek();
         let end = self
             .0

@@ -119,8 +119,25 @@ impl RedisGatewayStores {
                 .await
                 .map_err(|e| err("connect", e))?;
         let stream = format!("{prefix}:gateway:events");
+        // The tailer starts after the entry that is newest now, so an append made after
+        // `connect` returns always wakes watchers (`$` would race with the tailer's start).
+        let mut c = conn.clone();
+        let newest: StreamRangeReply = cmd("XREVRANGE")
+            .arg(&stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| err("xrevrange", e))?;
+        let start = newest
+            .ids
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id);
         let changed = watch::Sender::new(0);
-        let tailer = tokio::spawn(tail(client, stream, changed.clone(), shown.clone()));
+        let tailer = tokio::spawn(tail(client, stream, start, changed.clone(), shown.clone()));
         Ok(RedisGatewayStores {
             conn,
             url: shown,
@@ -189,8 +206,13 @@ impl RedisGatewayStores {
 
 /// Blocks on the stream and bumps `changed` when entries arrive. Its own connection, because
 /// a blocking read would stall every other command pipelined on a shared one.
-async fn tail(client: Client, stream: String, changed: watch::Sender<u64>, url: String) {
-    let mut last = "$".to_owned();
+async fn tail(
+    client: Client,
+    stream: String,
+    mut last: String,
+    changed: watch::Sender<u64>,
+    url: String,
+) {
     let mut conn: Option<ConnectionManager> = None;
     loop {
         let c = match &mut conn {
@@ -221,7 +243,13 @@ async fn tail(client: Client, stream: String, changed: watch::Sender<u64>, url: 
             .await;
         match reply {
             Ok(Some(r)) => {
-                if let Some(id) = r.keys.iter().flat_map(|k| &k.ids).map(|i| &i.id).next_back() {
+                if let Some(id) = r
+                    .keys
+                    .iter()
+                    .flat_map(|k| &k.ids)
+                    .map(|i| &i.id)
+                    .next_back()
+                {
                     last.clone_from(id);
                 }
                 changed.send_modify(|n| *n += 1);

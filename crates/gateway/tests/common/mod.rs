@@ -36,6 +36,7 @@ const TWIN_TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const TWIN_CLIENT: &str = "culprit-app";
 const TWIN_SECRET: &str = "twin-secret-value";
 
+#[derive(Default)]
 pub struct Options {
     pub twin: bool,
     /// Roles of the app registration in the twin (None: all).
@@ -46,21 +47,6 @@ pub struct Options {
     pub twin_data: Option<PathBuf>,
     pub clock: Option<Arc<dyn Clock>>,
     pub twin_latency_ms: u64,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            twin: false,
-            twin_roles: None,
-            policy: ResponsePolicySettings::default(),
-            probes: Vec::new(),
-            rate_limit_per_key: 0,
-            twin_data: None,
-            clock: None,
-            twin_latency_ms: 0,
-        }
-    }
 }
 
 pub struct App {

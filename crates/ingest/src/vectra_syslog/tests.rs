@@ -186,6 +186,12 @@ fn headers_rfc5424_rfc3164_and_bare_agree() {
     assert_eq!(h.hostname.as_deref(), Some("brain1"));
     assert_eq!(h.app_name.as_deref(), Some("vectra_cef"));
     assert!(body.starts_with(b"CEF:0|"));
+    let padded = format!("<13>Jan  6 05:46:11 brain1 vectra_cef: {CEF}");
+    let (h, body) = split_header(padded.as_bytes());
+    assert_eq!(h.timestamp.as_deref(), Some("Jan 6 05:46:11"));
+    assert_eq!(h.hostname.as_deref(), Some("brain1"));
+    assert_eq!(h.app_name.as_deref(), Some("vectra_cef"));
+    assert!(body.starts_with(b"CEF:0|"));
     let (h, _) = split_header(h3164.as_bytes());
     assert_eq!(h.timestamp.as_deref(), Some("May 14 05:46:11"));
     assert_eq!(h.hostname.as_deref(), Some("brain1"));

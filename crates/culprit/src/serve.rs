@@ -1,0 +1,169 @@
+//! `culprit serve`: the services. With no role every role runs in this process (in-process bus
+//! and memory stores unless RabbitMQ and Redis are configured); with a role, one service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use culprit_bus::{Bus, BusConfig, InProcessBus, RabbitBus};
+use culprit_cache::{BudgetLimits, Clock, RedisStores, Stores, SystemClock};
+use culprit_correlator::service::CorrelatorService;
+use culprit_hunter::HuntingBackend;
+use culprit_hunter::service::{HunterConfig, HunterService};
+use culprit_runtime::Shutdown;
+use culprit_settings::Settings;
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::pipeline;
+
+/// Which service this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Ingest,
+    Hunter,
+    Correlator,
+    Gateway,
+}
+
+/// How long in-flight work may take to finish after SIGTERM.
+const GRACE: Duration = Duration::from_secs(30);
+
+pub async fn serve(settings: Settings, role: Option<Role>) -> Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.install_signal_handlers();
+    let bus = bus(&settings, role).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let stores = stores(&settings, clock.clone())?;
+    let runs = |r: Role| role.is_none_or(|x| x == r);
+    if runs(Role::Ingest) && role.is_some() {
+        bail!(
+            "--role ingest: the ingest service (webhook, syslog, API poller) is not built yet; \
+             submit detections with `culprit correlate` or publish them to the detections exchange"
+        );
+    }
+    if runs(Role::Gateway) && role.is_some() {
+        bail!("--role gateway: the gRPC gateway is not built yet");
+    }
+    if runs(Role::Hunter) {
+        let backends = backends(&settings)?;
+        let hunter = HunterService {
+            bus: bus.clone(),
+            budget: stores.budget.clone(),
+            clock: clock.clone(),
+            backends,
+            config: HunterConfig {
+                batch_window: Duration::from_millis(settings.hunter.batch_window_ms),
+                max_batch: settings.hunter.max_batch,
+                prefetch: settings.bus.prefetch,
+                reach: crate::cli::reach(&settings),
+            },
+        };
+        let sd = shutdown.clone();
+        shutdown.spawn(async move {
+            if let Err(e) = hunter.run(sd).await {
+                tracing::error!(error = %e, "hunter stopped");
+            }
+        });
+    }
+    if runs(Role::Correlator) {
+        let portals = portals(&settings)?;
+        let correlator = CorrelatorService {
+            bus: bus.clone(),
+            results: stores.results.clone(),
+            clock: clock.clone(),
+            options: crate::cli::engine_options(&settings, None)?,
+            links: Arc::new(move |c| {
+                let portal = portals.get(&c.tenant)?;
+                pipeline::links(portal, c)
+            }),
+            prefetch: settings.bus.prefetch,
+        };
+        let sd = shutdown.clone();
+        shutdown.spawn(async move {
+            if let Err(e) = correlator.run(sd).await {
+                tracing::error!(error = %e, "correlator stopped");
+            }
+        });
+    }
+    tracing::info!(role = ?role, bus = %settings.bus.kind, store = %settings.store.kind, "serving");
+    shutdown.triggered().await;
+    match shutdown.drain(GRACE).await {
+        culprit_runtime::Drained::Clean => Ok(()),
+        culprit_runtime::Drained::TimedOut => {
+            bail!("in-flight work did not finish within {} s", GRACE.as_secs())
+        }
+    }
+}
+
+async fn bus(settings: &Settings, role: Option<Role>) -> Result<Arc<dyn Bus>> {
+    let b = &settings.bus;
+    let cfg = BusConfig {
+        url: b.url.clone(),
+        prefix: b.prefix.clone(),
+        max_attempts: b.max_attempts,
+        retry_delays: b
+            .retry_delays_secs
+            .iter()
+            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+            .collect(),
+        ..BusConfig::default()
+    };
+    match b.kind.as_str() {
+        "in_process" => {
+            if role.is_some() {
+                bail!("bus.kind = \"in_process\" needs every role in one process: drop --role or use rabbitmq");
+            }
+            Ok(Arc::new(InProcessBus::new(cfg)?))
+        }
+        _ => {
+            let rabbit = RabbitBus::connect(cfg).await?;
+            rabbit.declare_topology().await?;
+            Ok(Arc::new(rabbit))
+        }
+    }
+}
+
+fn stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Stores> {
+    let limits = BudgetLimits {
+        per_minute: settings.hunter.calls_per_minute,
+        per_hour: settings.hunter.calls_per_hour,
+        ..BudgetLimits::default()
+    };
+    match settings.store.kind.as_str() {
+        "memory" => Ok(Stores::memory(clock, limits)?),
+        _ => {
+            let redis = RedisStores::connect_lazy(
+                settings.store.url.expose_secret(),
+                &settings.store.key_prefix,
+            )?
+            .with_limits(limits)?;
+            // While Redis is away each replica may spend a quarter of the tenant's budget.
+            Ok(Stores::redis(redis, 0.25)?)
+        }
+    }
+}
+
+fn backends(settings: &Settings) -> Result<BTreeMap<String, Arc<dyn HuntingBackend>>> {
+    if settings.tenants.is_empty() {
+        bail!("the configuration names no tenant: add a [tenants.NAME] section");
+    }
+    settings
+        .tenants
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), pipeline::configured_tenant(name, t)?.backend)))
+        .collect()
+}
+
+fn portals(settings: &Settings) -> Result<BTreeMap<String, Url>> {
+    settings
+        .tenants
+        .iter()
+        .map(|(name, t)| {
+            let client = pipeline::configured_client(name, t)
+                .with_context(|| format!("tenants.{name}"))?;
+            Ok((name.clone(), client.portal().clone()))
+        })
+        .collect()
+}
