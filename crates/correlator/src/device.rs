@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use culprit_model::{Duration, Telemetry, Timestamp};
 
 use crate::fx::{FxMap, FxSet};
-use crate::view::NetDevices;
+use crate::view::{Focus, NetDevices, NetDevicesBuilder};
 
 /// One device's hold on the address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,11 +58,12 @@ fn looks_swapped(local_port: Option<u16>, remote_port: Option<u16>, action: &str
     matches!((local_port, remote_port), (Some(l), Some(r)) if outbound && l < 1024 && r >= 1024)
 }
 
+/// Reads every network row once: its device slot, and whether it shows the device using `ip`.
 fn observations<'a>(
     tel: &'a Telemetry,
-    devices: &NetDevices<'a>,
     ip: IpAddr,
-) -> BTreeMap<&'a str, DeviceObs<'a>> {
+    focus: &Focus,
+) -> (BTreeMap<&'a str, DeviceObs<'a>>, NetDevices<'a>) {
     let mut devs: BTreeMap<&str, DeviceObs> = BTreeMap::new();
     // Adapters of one device report in separate rows with the same timestamp: a snapshot is
     // their union.
@@ -84,18 +85,20 @@ fn observations<'a>(
     // Per network-row device slot: its snapshot addresses, and its uses of `ip` per minute
     // (a minute's first and last use say as much about a hold as every row in it).
     let empty = FxSet::default();
-    let own: Vec<&FxSet<IpAddr>> = (0..devices.len())
-        .map(|s| devs.get(devices.id_of_slot(s)).map_or(&empty, |d| &d.own))
-        .collect();
-    let mut uses: Vec<(&str, Minutes)> = vec![("", FxMap::default()); devices.len()];
-    for (r, &slot) in tel.network.iter().zip(&devices.slot) {
+    let mut own: Vec<&FxSet<IpAddr>> = Vec::new();
+    let mut uses: Vec<(&str, Minutes)> = Vec::new();
+    let mut builder = NetDevicesBuilder::default();
+    for (i, r) in tel.network.iter().enumerate() {
+        let (slot, new) = builder.push(r, i, focus);
+        if new {
+            own.push(devs.get(r.device_id.as_str()).map_or(&empty, |d| &d.own));
+            uses.push(("", FxMap::default()));
+        }
         let (l, rm) = (r.local_ip == Some(ip), r.remote_ip == Some(ip));
         if !l && !rm {
             continue;
         }
-        let (Some(own), Some((name, minutes))) =
-            (own.get(slot as usize), uses.get_mut(slot as usize))
-        else {
+        let (Some(own), Some((name, minutes))) = (own.get(slot), uses.get_mut(slot)) else {
             continue;
         };
         let used = if own.is_empty() {
@@ -119,7 +122,7 @@ fn observations<'a>(
         if minutes.is_empty() {
             continue;
         }
-        let d = devs.entry(devices.id_of_slot(slot)).or_default();
+        let d = devs.entry(builder.done.id_of_slot(slot)).or_default();
         if d.name.is_empty() {
             d.name = name;
         }
@@ -128,20 +131,28 @@ fn observations<'a>(
             d.obs.push((last, true));
         }
     }
-    devs
+    (devs, builder.done)
 }
 
 /// Resolves `ip` to the devices that held it during `[start, end]`.
+/// Also returns each network row's device, read on the way.
 pub(crate) fn resolve<'a>(
     tel: &'a Telemetry,
-    devices: &NetDevices<'a>,
     ip: IpAddr,
+    (start, end): (Timestamp, Timestamp),
+    focus: &Focus,
+) -> (Resolution<'a>, NetDevices<'a>) {
+    let (devs, devices) = observations(tel, ip, focus);
+    (holds_in(&devs, start, end), devices)
+}
+
+fn holds_in<'a>(
+    devs: &BTreeMap<&'a str, DeviceObs<'a>>,
     start: Timestamp,
     end: Timestamp,
 ) -> Resolution<'a> {
-    let devs = observations(tel, devices, ip);
     let mut holds: Vec<(Held, Timestamp)> = Vec::new();
-    for (id, d) in &devs {
+    for (id, d) in devs {
         let mut obs = d.obs.clone();
         obs.sort();
         let mut open: Option<Timestamp> = None;
@@ -307,6 +318,14 @@ mod tests {
         Timestamp::parse(&format!("2023-08-18T{s}Z")).unwrap()
     }
 
+    fn no_focus() -> Focus {
+        Focus {
+            from: Timestamp(0),
+            to: Timestamp(0),
+            ips: Vec::new(),
+        }
+    }
+
     fn ni(id: &str, at: &str, ips: &[&str]) -> NetworkInfo {
         NetworkInfo {
             timestamp: t(at),
@@ -326,13 +345,7 @@ mod tests {
             ],
             ..Telemetry::default()
         };
-        let r = resolve(
-            &tel,
-            &NetDevices::new(&tel),
-            ip,
-            t("11:00:00"),
-            t("11:05:00"),
-        );
+        let r = resolve(&tel, ip, (t("11:00:00"), t("11:05:00")), &no_focus()).0;
         assert!(matches!(r, Resolution::One(h) if h.id == "a" && h.until.is_none()));
     }
 
@@ -347,22 +360,10 @@ mod tests {
             ..Telemetry::default()
         };
         assert_eq!(
-            resolve(
-                &tel,
-                &NetDevices::new(&tel),
-                ip,
-                t("10:00:00"),
-                t("10:05:00")
-            ),
+            resolve(&tel, ip, (t("10:00:00"), t("10:05:00")), &no_focus()).0,
             Resolution::NotFound
         );
-        let r = resolve(
-            &tel,
-            &NetDevices::new(&tel),
-            ip,
-            t("09:10:00"),
-            t("09:15:00"),
-        );
+        let r = resolve(&tel, ip, (t("09:10:00"), t("09:15:00")), &no_focus()).0;
         assert!(matches!(r, Resolution::One(h) if h.until == Some(t("09:30:00"))));
     }
 

@@ -13,6 +13,7 @@ mod lineage;
 mod matching;
 mod query;
 mod score;
+#[cfg(feature = "service")]
 pub mod service;
 mod view;
 
@@ -185,11 +186,19 @@ pub fn attribute(
     let tol = opts.skew_tolerance;
     let (ws, we) = (det.window.start, det.window.end);
     let recent = now < we + opts.ingestion_delay;
-    let devices = view::NetDevices::new(telemetry);
-    let resolution = match (det.host.ip, &det.host.name) {
-        (Some(ip), _) => device::resolve(telemetry, &devices, ip, ws - tol, we + tol),
-        (None, Some(name)) => device::resolve_by_name(telemetry, name),
-        (None, None) => Resolution::NotFound,
+    let margin = tol + Duration::from_minutes(10);
+    let focus = view::Focus {
+        from: ws - margin,
+        to: we + margin,
+        ips: det.flows.iter().map(|f| f.remote_ip).collect(),
+    };
+    let (resolution, devices) = match (det.host.ip, &det.host.name) {
+        (Some(ip), _) => device::resolve(telemetry, ip, (ws - tol, we + tol), &focus),
+        (None, Some(name)) => (
+            device::resolve_by_name(telemetry, name),
+            view::NetDevices::new(telemetry, &focus),
+        ),
+        (None, None) => (Resolution::NotFound, view::NetDevices::default()),
     };
     let held = match resolution {
         Resolution::NotFound => {
@@ -234,13 +243,7 @@ pub fn attribute(
         }
         Resolution::One(h) => h,
     };
-    let margin = tol + Duration::from_minutes(10);
-    let focus = view::Focus {
-        from: ws - margin,
-        to: we + margin,
-        ips: det.flows.iter().map(|f| f.remote_ip).collect(),
-    };
-    let view = DeviceView::build(telemetry, &devices, held.id, &focus);
+    let view = DeviceView::build(telemetry, &devices, held.id);
     c.device = Some(device_ref(&held));
     c.window_activity = lineage::window_activity(&view, ws, we, tol);
     let in_window = view.net.iter().any(|r| r.t >= ws - tol && r.t <= we + tol);

@@ -4,7 +4,7 @@
 use crate::fx::FxMap;
 use std::net::IpAddr;
 
-use culprit_model::telemetry::{DeviceEvent, DeviceInfo, ProcessEvent, ProcessInfo};
+use culprit_model::telemetry::{DeviceEvent, DeviceInfo, NetworkEvent, ProcessEvent, ProcessInfo};
 use culprit_model::{Telemetry, Timestamp};
 
 /// A process within one device: PID and creation time (unknown for processes that were
@@ -50,41 +50,25 @@ macro_rules! net_row {
     };
 }
 
-/// Which device each DeviceNetworkEvents row belongs to, read once: the device id is a heap
-/// string per row, and reading 100,000 of them twice costs more than the rest of the work.
+/// What one pass over DeviceNetworkEvents learns: each row's device is a heap string, and
+/// reading 100,000 of them twice costs more than the rest of the work, so the pass also keeps
+/// the rows in focus and when each device was last heard from.
 #[derive(Debug, Default)]
 pub(crate) struct NetDevices<'a> {
     ids: Vec<&'a str>,
-    /// Per network row, the index of its device in `ids`.
-    pub slot: Vec<u32>,
+    names: Vec<&'a str>,
+    last_seen: Vec<Timestamp>,
+    /// (device slot, row index) of the rows in focus.
+    focused: Vec<(u32, usize)>,
 }
 
 impl<'a> NetDevices<'a> {
-    pub fn new(tel: &'a Telemetry) -> Self {
-        let mut map: FxMap<&str, u32> = FxMap::default();
-        let mut nd = NetDevices {
-            ids: Vec::new(),
-            slot: Vec::with_capacity(tel.network.len()),
-        };
-        let mut last: Option<(&str, u32)> = None;
-        for r in &tel.network {
-            let id = r.device_id.as_str();
-            let s = match last {
-                Some((l, s)) if l == id => s,
-                _ => *map.entry(id).or_insert_with(|| {
-                    nd.ids.push(id);
-                    u32::try_from(nd.ids.len() - 1).unwrap_or(u32::MAX)
-                }),
-            };
-            last = Some((id, s));
-            nd.slot.push(s);
+    pub fn new(tel: &'a Telemetry, focus: &Focus) -> Self {
+        let mut b = NetDevicesBuilder::default();
+        for (i, r) in tel.network.iter().enumerate() {
+            b.push(r, i, focus);
         }
-        nd
-    }
-
-    /// How many devices the network rows name.
-    pub fn len(&self) -> usize {
-        self.ids.len()
+        b.done
     }
 
     /// A device's id by its slot (the first row's copy, which stays in cache).
@@ -92,11 +76,47 @@ impl<'a> NetDevices<'a> {
         self.ids.get(slot).copied().unwrap_or("")
     }
 
-    fn slot_of(&self, id: &str) -> Option<u32> {
-        self.ids
-            .iter()
-            .position(|x| *x == id)
-            .and_then(|p| u32::try_from(p).ok())
+    fn slot_of(&self, id: &str) -> Option<usize> {
+        self.ids.iter().position(|x| *x == id)
+    }
+}
+
+/// Assigns slots row by row, so a caller can read each row once for several purposes.
+#[derive(Debug, Default)]
+pub(crate) struct NetDevicesBuilder<'a> {
+    map: FxMap<&'a str, u32>,
+    last: Option<(&'a str, u32)>,
+    pub done: NetDevices<'a>,
+}
+
+impl<'a> NetDevicesBuilder<'a> {
+    /// Records row `i`; returns its device slot and whether the device is new.
+    pub fn push(&mut self, r: &'a NetworkEvent, i: usize, focus: &Focus) -> (usize, bool) {
+        let id = r.device_id.as_str();
+        let d = &mut self.done;
+        let (s, new) = match self.last {
+            Some((l, s)) if l == id => (s, false),
+            _ => match self.map.get(id) {
+                Some(s) => (*s, false),
+                None => {
+                    let s = u32::try_from(d.ids.len()).unwrap_or(u32::MAX);
+                    d.ids.push(id);
+                    d.names.push(&r.device_name);
+                    d.last_seen.push(r.timestamp);
+                    self.map.insert(id, s);
+                    (s, true)
+                }
+            },
+        };
+        self.last = Some((id, s));
+        let slot = s as usize;
+        if let Some(seen) = d.last_seen.get_mut(slot) {
+            *seen = (*seen).max(r.timestamp);
+        }
+        if focus.wants(r.timestamp, r.local_ip, r.remote_ip) {
+            d.focused.push((s, i));
+        }
+        (slot, new)
     }
 }
 
@@ -133,7 +153,7 @@ pub(crate) struct Focus {
 }
 
 impl Focus {
-    fn wants(&self, t: Timestamp, a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    pub fn wants(&self, t: Timestamp, a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
         (t >= self.from && t <= self.to) || [a, b].iter().flatten().any(|ip| self.ips.contains(ip))
     }
 }
@@ -153,7 +173,7 @@ pub(crate) struct DeviceView<'a> {
 }
 
 impl<'a> DeviceView<'a> {
-    pub fn build(tel: &'a Telemetry, devices: &NetDevices<'a>, id: &'a str, focus: &Focus) -> Self {
+    pub fn build(tel: &'a Telemetry, devices: &NetDevices<'a>, id: &'a str) -> Self {
         let mut v = DeviceView {
             id,
             name: "",
@@ -164,15 +184,14 @@ impl<'a> DeviceView<'a> {
             procs: FxMap::default(),
             last_seen: None,
         };
-        let slot = devices.slot_of(id);
-        let rows = tel.network.iter().zip(&devices.slot);
-        for (r, _) in rows.filter(|(_, s)| Some(**s) == slot) {
-            v.seen(r.timestamp, &r.device_name);
-            if !focus.wants(r.timestamp, r.local_ip, r.remote_ip) {
-                continue;
-            }
-            if let Some(key) = v.register(&r.initiating, false) {
-                v.net.push(net_row!(r, &r.protocol, key));
+        if let Some(slot) = devices.slot_of(id) {
+            v.last_seen = devices.last_seen.get(slot).copied();
+            v.name = devices.names.get(slot).copied().unwrap_or("");
+            let rows = devices.focused.iter().filter(|(s, _)| *s as usize == slot);
+            for r in rows.filter_map(|(_, i)| tel.network.get(*i)) {
+                if let Some(key) = v.register(&r.initiating, false) {
+                    v.net.push(net_row!(r, &r.protocol, key));
+                }
             }
         }
         for r in tel.processes.iter().filter(|r| r.device_id == id) {
@@ -183,7 +202,14 @@ impl<'a> DeviceView<'a> {
                 v.created.push(r);
             }
         }
-        for r in tel.events.iter().filter(|r| r.device_id == id) {
+        // Only the event kinds the engine reads; the kind is checked first because it is
+        // cheaper to reject on than the device.
+        let wanted = |a: &str| {
+            matches!(a, "CreateRemoteThreadApiCall" | "DnsQueryResponse")
+                || a.ends_with("ConnectionInspected")
+        };
+        let events = tel.events.iter().filter(|r| wanted(&r.action_type));
+        for r in events.filter(|r| r.device_id == id) {
             v.seen(r.timestamp, &r.device_name);
             let key = v.register(&r.initiating, false);
             if let (Some(key), true) = (key, r.action_type.ends_with("ConnectionInspected")) {

@@ -294,21 +294,10 @@ impl Policy {
                 .await;
             return Decision::DryRun;
         }
-        let result = act(
-            &self.ctx,
-            &c.tenant,
-            device,
-            Act::Isolate(self.cfg.isolation),
-            &rec.comment,
-            POLICY_ACTOR,
-            Some(&c.detection_key),
-        )
-        .await;
-        audit(
-            h.stores.as_ref(),
-            &conclude(&self.ctx, rec.clone(), &result),
-        )
-        .await;
+        rec.device_id = Some(device.to_owned());
+        let result = self
+            .act_audited(rec.clone(), Act::Isolate(self.cfg.isolation))
+            .await;
         match result {
             Ok(a) => {
                 self.schedule_release(c, device).await;
@@ -331,6 +320,31 @@ impl Policy {
         if let Err(e) = self.ctx.h.stores.schedule(&release).await {
             tracing::error!(error = %e, device, "automatic release could not be scheduled");
         }
+    }
+
+    /// Acts as the policy on the record's device and audits the attempt.
+    async fn act_audited(
+        &self,
+        rec: AuditRecord,
+        what: Act,
+    ) -> Result<pb::MachineAction, tonic::Status> {
+        let device = rec.device_id.clone().unwrap_or_default();
+        let result = act(
+            &self.ctx,
+            &rec.tenant,
+            &device,
+            what,
+            &rec.comment,
+            POLICY_ACTOR,
+            rec.detection_key.as_deref(),
+        )
+        .await;
+        audit(
+            self.ctx.h.stores.as_ref(),
+            &conclude(&self.ctx, rec, &result),
+        )
+        .await;
+        result
     }
 
     /// Performs the automatic releases that are due; returns how many were attempted.
@@ -357,21 +371,7 @@ impl Policy {
             rec.tenant.clone_from(&r.tenant);
             rec.device_id = Some(r.device_id.clone());
             rec.detection_key = Some(r.detection_key.clone());
-            let result = act(
-                &self.ctx,
-                &r.tenant,
-                &r.device_id,
-                Act::Release,
-                &text,
-                POLICY_ACTOR,
-                Some(&r.detection_key),
-            )
-            .await;
-            audit(
-                self.ctx.h.stores.as_ref(),
-                &conclude(&self.ctx, rec, &result),
-            )
-            .await;
+            let _ = self.act_audited(rec, Act::Release).await;
         }
         due.len()
     }

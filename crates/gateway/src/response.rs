@@ -48,6 +48,23 @@ impl Act {
     }
 }
 
+/// What the caller asked for, before validation (auth is checked first).
+#[derive(Clone, Copy, Debug)]
+enum Asked {
+    Isolate(i32),
+    Release,
+}
+
+impl Asked {
+    /// The act the audit record names before the request is validated.
+    fn template(self) -> Act {
+        match self {
+            Asked::Isolate(raw) => Act::Isolate(isolation_of(raw).unwrap_or(IsolationType::Full)),
+            Asked::Release => Act::Release,
+        }
+    }
+}
+
 /// An audit record being filled in as the attempt proceeds.
 pub(crate) fn draft(actor: &str, act: Act, comment: &str) -> AuditRecord {
     AuditRecord {
@@ -330,13 +347,17 @@ impl ResponseApi {
         &self,
         metadata: &Request<()>,
         target: Option<&pb::DeviceTarget>,
-        what: Act,
+        asked: Asked,
         comment: &str,
         rec: &mut AuditRecord,
     ) -> Result<pb::MachineAction, Status> {
         let p = self.ctx.keys.authenticate(metadata)?;
         rec.actor.clone_from(&p.key_id);
         p.require_scope(Scope::Respond)?;
+        let what = match asked {
+            Asked::Isolate(raw) => Act::Isolate(isolation_of(raw)?),
+            Asked::Release => Act::Release,
+        };
         if comment.trim().is_empty() {
             return Err(Status::invalid_argument(
                 "comment: required (why, shown in Defender and the audit trail)",
@@ -360,29 +381,18 @@ impl ResponseApi {
         &self,
         metadata: Request<()>,
         target: Option<&pb::DeviceTarget>,
-        act: Result<Act, Status>,
+        asked: Asked,
         comment: &str,
     ) -> Result<pb::MachineAction, Status> {
-        let mut rec = draft(
-            "unauthenticated",
-            act.as_ref().copied().unwrap_or(Act::Release),
-            comment,
-        );
-        let result = match act {
-            Ok(a) => {
-                let deadline = grpc_deadline(&metadata);
-                let attempt = self.attempt(&metadata, target, a, comment, &mut rec);
-                within(deadline, attempt).await
-            }
-            Err(e) => {
-                // Still identify the caller for the record.
-                if let Ok(p) = self.ctx.keys.authenticate(&metadata) {
-                    rec.actor = p.key_id;
-                }
-                rec.action = "isolate".into();
-                Err(e)
-            }
-        };
+        let mut rec = draft("unauthenticated", asked.template(), comment);
+        if let Asked::Isolate(raw) = asked
+            && isolation_of(raw).is_err()
+        {
+            rec.isolation_type = Some(format!("invalid ({raw})"));
+        }
+        let deadline = grpc_deadline(&metadata);
+        let attempt = self.attempt(&metadata, target, asked, comment, &mut rec);
+        let result = within(deadline, attempt).await;
         audit(
             self.ctx.h.stores.as_ref(),
             &conclude(&self.ctx, rec, &result),
@@ -442,9 +452,9 @@ impl ResponseService for ResponseApi {
     ) -> Result<Response<pb::IsolateDeviceResponse>, Status> {
         let meta = metadata_only(&request);
         let r = request.into_inner();
-        let act = isolation_of(r.isolation_type).map(Act::Isolate);
+        let asked = Asked::Isolate(r.isolation_type);
         let action = self
-            .audited(meta, r.target.as_ref(), act, &r.comment)
+            .audited(meta, r.target.as_ref(), asked, &r.comment)
             .await?;
         Ok(Response::new(pb::IsolateDeviceResponse {
             action: Some(action),
@@ -458,7 +468,7 @@ impl ResponseService for ResponseApi {
         let meta = metadata_only(&request);
         let r = request.into_inner();
         let action = self
-            .audited(meta, r.target.as_ref(), Ok(Act::Release), &r.comment)
+            .audited(meta, r.target.as_ref(), Asked::Release, &r.comment)
             .await?;
         Ok(Response::new(pb::ReleaseDeviceResponse {
             action: Some(action),

@@ -174,7 +174,28 @@ async fn publish(app: &common::App, c: &pb::Correlation) {
 
 #[tokio::test]
 async fn watch_streams_filters_and_resumes_after_a_disconnect() {
-    let app = spawn_app(Options::default()).await;
+    watch_and_resume(Options::default()).await;
+}
+
+#[tokio::test]
+async fn watch_resumes_on_the_redis_log() {
+    watch_and_resume(Options {
+        redis: true,
+        ..Options::default()
+    })
+    .await;
+}
+
+/// Positions compare as `a-b` stream ids or as plain numbers.
+fn pos_key(p: &str) -> (u64, u64) {
+    match p.split_once('-') {
+        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+        None => (p.parse().unwrap(), 0),
+    }
+}
+
+async fn watch_and_resume(options: Options) {
+    let app = spawn_app(options).await;
     let mut cl = app.corr();
     let watch = |after: &str| pb::WatchCorrelationsRequest {
         after_position: after.to_owned(),
@@ -209,7 +230,7 @@ async fn watch_streams_filters_and_resumes_after_a_disconnect() {
     let mut last = first.position.clone();
     for _ in 0..2 {
         let e = resumed.next().await.unwrap().unwrap();
-        assert!(e.position.parse::<u64>().unwrap() > last.parse::<u64>().unwrap());
+        assert!(pos_key(&e.position) > pos_key(&last));
         last = e.position.clone();
         let pb::correlation_event::Kind::NewResult(n) = e.kind.unwrap() else {
             panic!()
@@ -223,6 +244,46 @@ async fn watch_streams_filters_and_resumes_after_a_disconnect() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_carries_attribution_changes_filtered_by_the_current_answer() {
+    let app = spawn_app(Options::default()).await;
+    let mut cl = app.corr();
+    let req = pb::WatchCorrelationsRequest {
+        min_confidence: Some(0.9),
+        ..Default::default()
+    };
+    let mut stream = cl
+        .watch_correlations(app.req(Some("read"), req))
+        .await
+        .unwrap()
+        .into_inner();
+    let before = correlation(ACME, "7");
+    let mut weak = before.clone();
+    weak.probable.as_mut().unwrap().confidence = 0.5;
+    let change = |previous: &pb::Correlation, current: &pb::Correlation| pb::CorrelationEvent {
+        kind: Some(pb::correlation_event::Kind::AttributionChanged(
+            pb::AttributionChanged {
+                previous: Some(previous.clone()),
+                current: Some(current.clone()),
+                reason: "probable process changed".into(),
+            },
+        )),
+        ..Default::default()
+    };
+    // Dropped by the filter (the current answer is weak), then passed.
+    for (i, e) in [change(&before, &weak), change(&weak, &before)].iter().enumerate() {
+        let msg = Message::new(format!("{}#{i}", before.detection_key), e.encode_to_vec());
+        app.bus.publish(Topic::Correlations, msg).await.unwrap();
+    }
+    let got = stream.next().await.unwrap().unwrap();
+    let Some(pb::correlation_event::Kind::AttributionChanged(c)) = got.kind else {
+        panic!("expected an attribution change")
+    };
+    assert_eq!(c.current.unwrap().probable.unwrap().confidence, 0.97);
+    assert_eq!(c.previous.unwrap().probable.unwrap().confidence, 0.5);
     app.shutdown().await;
 }
 

@@ -74,67 +74,45 @@ async fn health_is_not_serving_until_dependencies_answer_and_during_shutdown() {
     shutting.await.unwrap();
 }
 
-async fn list_v1(channel: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match resp
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .message_response
-        .unwrap()
-    {
-        MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn list_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match resp
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .message_response
-        .unwrap()
-    {
-        MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("{other:?}"),
-    }
+/// The services a reflection client of version `$v` lists (v1 and v1alpha share the shape).
+macro_rules! list_services {
+    ($v:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+        let req = tonic_reflection::pb::$v::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = ServerReflectionClient::new($channel)
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .unwrap()
+            .into_inner();
+        match resp
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .message_response
+            .unwrap()
+        {
+            MessageResponse::ListServicesResponse(l) => l
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => panic!("{other:?}"),
+        }
+    }};
 }
 
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_the_services() {
     let app = spawn_app(Options::default()).await;
-    for names in [
-        list_v1(app.channel.clone()).await,
-        list_v1alpha(app.channel.clone()).await,
-    ] {
+    let v1 = list_services!(v1, app.channel.clone());
+    let v1alpha = list_services!(v1alpha, app.channel.clone());
+    for names in [v1, v1alpha] {
         for want in [
             "culprit.v1.CorrelationService",
             "culprit.v1.ResponseService",

@@ -223,11 +223,24 @@ async fn dry_run_records_what_it_would_do_and_acts_never() {
 
 #[tokio::test]
 async fn mode_off_does_nothing() {
+    use culprit_bus::{BusInspector, Message, Publisher, QueueName, Topic};
+    use prost::Message as _;
     let app = app_with(policy("off")).await;
     assert!(matches!(
         app.policy.decide(&correlation(ACME, "1")).await,
         Decision::Skipped(_)
     ));
+    // The queue is still drained, so it never fills up and blocks the correlator.
+    let c = correlation(ACME, "2");
+    let event = pb::CorrelationEvent {
+        kind: Some(pb::correlation_event::Kind::NewResult(pb::NewResult {
+            correlation: Some(c.clone()),
+        })),
+        ..Default::default()
+    };
+    let msg = Message::new(c.detection_key.clone(), event.encode_to_vec());
+    app.bus.publish(Topic::Correlations, msg).await.unwrap();
+    until(|| async { app.bus.queue_depth(QueueName::Policy).await.unwrap() == 0 }).await;
     assert!(app.twin_actions().await.is_empty());
     assert!(app.audit().await.is_empty());
     app.shutdown().await;
@@ -268,5 +281,70 @@ async fn automatic_release_after_the_set_time() {
         ["isolate", "release"]
     );
     assert!(audit.iter().all(|r| r.outcome == Outcome::Allowed));
+    app.shutdown().await;
+}
+
+/// Polls (yielding, never sleeping) until `done` holds, for work done by the server's tasks.
+async fn until<F, Fut>(mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !done().await {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("condition not reached within 10 s");
+}
+
+#[tokio::test]
+async fn the_server_consumes_the_policy_queue_once_per_detection() {
+    use culprit_bus::{BusInspector, Message, Publisher, QueueName, Topic};
+    use prost::Message as _;
+    let app = app_with(policy("enforce")).await;
+    let c = correlation(ACME, "2569");
+    let event = pb::CorrelationEvent {
+        kind: Some(pb::correlation_event::Kind::NewResult(pb::NewResult {
+            correlation: Some(c.clone()),
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for _ in 0..2 {
+        // A redelivery from the correlator: same message twice.
+        app.bus
+            .publish(
+                Topic::Correlations,
+                Message::new(c.detection_key.clone(), event.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    app.bus
+        .publish(
+            Topic::Correlations,
+            Message::new("vectra:acme:junk:0", b"\xff\xff".to_vec()),
+        )
+        .await
+        .unwrap();
+    until(|| async {
+        !app.bus
+            .dead_letters(QueueName::Policy, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    until(|| async { app.bus.queue_depth(QueueName::Policy).await.unwrap() == 0 }).await;
+    until(|| async { !app.audit().await.is_empty() }).await;
+    let twin = app.twin_actions().await;
+    assert_eq!(twin.len(), 1, "isolated exactly once");
+    let audit = app.audit().await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].outcome, Outcome::Allowed);
+    let dead = app.bus.dead_letters(QueueName::Policy, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
     app.shutdown().await;
 }

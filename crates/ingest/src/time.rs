@@ -119,6 +119,21 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`, the inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// Non-negative decimal seconds (`1692161643.549491`) as exact 100 ns ticks: going through
 /// `f64` would move a 2023 timestamp by up to a tick. Digits beyond the seventh decimal are
 /// truncated.
@@ -162,6 +177,25 @@ pub fn parse_epoch_millis(ms: i64) -> Result<Timestamp, String> {
 /// The revision text of a timestamp: RFC 3339 UTC with `Z`, fraction only when there is one
 /// (`2023-08-16T04:59:22Z`), so the same instant written differently gives the same key.
 pub fn revision_string(t: Timestamp) -> String {
+    let secs = t.0.div_euclid(TICKS_PER_SECOND);
+    let frac = t.0.rem_euclid(TICKS_PER_SECOND);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        let mut out = format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            sod / 3600,
+            sod % 3600 / 60,
+            sod % 60
+        );
+        if frac != 0 {
+            let digits = format!("{frac:07}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+        out.push('Z');
+        return out;
+    }
     let s = t.to_kusto_string();
     if t.0.rem_euclid(TICKS_PER_SECOND) == 0 {
         // `to_kusto_string` always writes `.fffffffZ`; drop the zero fraction.
@@ -217,6 +251,20 @@ mod tests {
             "2023-08-16T04:54:03+2",
         ] {
             assert_eq!(fast_rfc3339(s.as_bytes()), None, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn revision_matches_the_model_formatter(ticks in -60_000_000_000_000_000i64..2_000_000_000_000_000_000) {
+            let t = Timestamp(ticks);
+            let k = t.to_kusto_string();
+            let (head, frac) = k.trim_end_matches('Z').split_once('.').unwrap();
+            let frac = frac.trim_end_matches('0');
+            let expected = if frac.is_empty() { format!("{head}Z") } else { format!("{head}.{frac}Z") };
+            proptest::prop_assert_eq!(revision_string(t), expected);
+            let (y, m, d) = civil_from_days(t.unix_seconds().div_euclid(86_400));
+            proptest::prop_assert_eq!(days_from_civil(y, m, d), t.unix_seconds().div_euclid(86_400));
         }
     }
 

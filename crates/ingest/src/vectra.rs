@@ -325,6 +325,15 @@ fn detection_from(
 
 /// v2 writes `COMMAND & CONTROL`, v3 `command_and_control`: one spelling downstream.
 pub fn normalise_category(c: &str) -> String {
+    let already = !c.is_empty()
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !c.starts_with('_')
+        && !c.ends_with('_')
+        && !c.contains("__");
+    if already {
+        return c.to_owned();
+    }
     let lower = c.trim().to_ascii_lowercase().replace('&', "and");
     lower
         .split(|ch: char| ch.is_whitespace() || ch == '-' || ch == '_')

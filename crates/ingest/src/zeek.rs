@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 
 use culprit_model::detection::{Direction, HostRef, Protocol, SourceKind, Subject};
-use culprit_model::{Detection, Session, Timestamp, Window};
+use culprit_model::{Detection, Duration, Session, Timestamp, Window};
 use serde_json::{Map, Value};
 
 use crate::community_id::{community_id, protocol_number};
@@ -384,6 +384,9 @@ fn duration_ticks(v: &Value, path: &Path<'_>) -> Result<i64, IngestError> {
     d.ok_or_else(|| invalid(path, "expected a non-negative number of seconds"))
 }
 
+/// How far apart a detection's session and a conn row may be and still be one connection.
+const ENRICH_SLACK: Duration = Duration::from_minutes(5);
+
 /// Completes a detection's sessions from conn rows of the same connection (same uid as the
 /// detection, or same host/remote/ports): the end time from the duration, bytes, and the
 /// Community ID. Returns how many sessions were enriched.
@@ -395,10 +398,13 @@ pub fn enrich(det: &mut Detection, conns: &[ConnRecord]) -> usize {
     let uid = det.source_id.clone();
     for flow in &mut det.flows {
         for s in &mut flow.sessions {
+            // Same tuple, named by uid or by a known local port, and close in time: a port
+            // reused hours later is another connection.
             let found = conns.iter().find(|c| {
-                (c.uid == uid && c.matches(host, flow.remote_ip, s.local_port, flow.remote_port))
-                    || (s.local_port.is_some()
-                        && c.matches(host, flow.remote_ip, s.local_port, flow.remote_port))
+                (c.uid == uid || s.local_port.is_some())
+                    && c.matches(host, flow.remote_ip, s.local_port, flow.remote_port)
+                    && c.ts <= s.last + ENRICH_SLACK
+                    && s.first <= c.end + ENRICH_SLACK
             });
             let Some(c) = found else { continue };
             let host_is_orig = c.orig_h == host;

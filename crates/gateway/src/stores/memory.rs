@@ -53,6 +53,14 @@ impl MemoryGatewayStores {
     }
 }
 
+impl MemoryGatewayStores {
+    /// Retention from `gateway.watch_retention` and `gateway.audit_retention`.
+    pub fn from_settings(s: &culprit_settings::GatewaySettings) -> Self {
+        let cap = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Self::new(cap(s.watch_retention), cap(s.audit_retention))
+    }
+}
+
 impl Default for MemoryGatewayStores {
     fn default() -> Self {
         Self::new(100_000, 100_000)

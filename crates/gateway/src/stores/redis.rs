@@ -121,21 +121,10 @@ impl RedisGatewayStores {
         let stream = format!("{prefix}:gateway:events");
         // The tailer starts after the entry that is newest now, so an append made after
         // `connect` returns always wakes watchers (`$` would race with the tailer's start).
-        let mut c = conn.clone();
-        let newest: StreamRangeReply = cmd("XREVRANGE")
-            .arg(&stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut c)
+        let start = newest_id(&conn, &stream)
             .await
-            .map_err(|e| err("xrevrange", e))?;
-        let start = newest
-            .ids
-            .into_iter()
-            .next()
-            .map_or_else(|| "0-0".to_owned(), |e| e.id);
+            .map_err(|e| err("xrevrange", e))?
+            .unwrap_or_else(|| "0-0".to_owned());
         let changed = watch::Sender::new(0);
         let tailer = tokio::spawn(tail(client, stream, start, changed.clone(), shown.clone()));
         Ok(RedisGatewayStores {
@@ -150,6 +139,16 @@ impl RedisGatewayStores {
             take: Script::new(TAKE),
             take_due: Script::new(TAKE_DUE),
         })
+    }
+
+    /// [`RedisGatewayStores::connect`] with retention from `gateway.watch_retention` and
+    /// `gateway.audit_retention`; `prefix` is `store.key_prefix`.
+    pub async fn connect_with_settings(
+        url: &str,
+        prefix: &str,
+        s: &culprit_settings::GatewaySettings,
+    ) -> Result<Self, GatewayError> {
+        Self::connect(url, prefix, s.watch_retention, s.audit_retention).await
     }
 
     fn key(&self, name: &str) -> String {
@@ -202,6 +201,23 @@ impl RedisGatewayStores {
             })
             .collect())
     }
+}
+
+/// The id of the stream's newest entry.
+async fn newest_id(
+    conn: &ConnectionManager,
+    stream: &str,
+) -> Result<Option<String>, ::redis::RedisError> {
+    let mut c = conn.clone();
+    let reply: StreamRangeReply = cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut c)
+        .await?;
+    Ok(reply.ids.into_iter().next().map(|e| e.id))
 }
 
 /// Blocks on the stream and bumps `changed` when entries arrive. Its own connection, because
@@ -321,17 +337,9 @@ impl EventLog for RedisGatewayStores {
 
     fn last_position(&self) -> BoxFuture<'_, Result<Option<String>, GatewayError>> {
         Box::pin(async move {
-            let mut c = self.conn.clone();
-            let reply: StreamRangeReply = cmd("XREVRANGE")
-                .arg(self.key("events"))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut c)
+            newest_id(&self.conn, &self.key("events"))
                 .await
-                .map_err(self.fail("xrevrange"))?;
-            Ok(reply.ids.into_iter().next().map(|e| e.id))
+                .map_err(self.fail("xrevrange"))
         })
     }
 

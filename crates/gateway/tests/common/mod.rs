@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use culprit_bus::{BusConfig, InProcessBus};
 use culprit_cache::{Clock, MemoryStores, ResultMeta, ResultStore, SystemClock};
-use culprit_gateway::stores::MemoryGatewayStores;
+use culprit_gateway::stores::{GatewayStores, MemoryGatewayStores, RedisGatewayStores};
 use culprit_gateway::{
     Gateway, GatewayConfig, Handles, Policy, Probe, Scope, bearer, create_key_with_id,
 };
@@ -47,12 +47,16 @@ pub struct Options {
     pub twin_data: Option<PathBuf>,
     pub clock: Option<Arc<dyn Clock>>,
     pub twin_latency_ms: u64,
+    /// Gateway stores on Redis (a fresh prefix) instead of memory.
+    pub redis: bool,
+    pub tls: culprit_settings::GatewayTlsSettings,
 }
 
 pub struct App {
     pub addr: SocketAddr,
     pub channel: Channel,
-    pub stores: Arc<MemoryGatewayStores>,
+    pub stores: Arc<dyn GatewayStores>,
+    redis: Option<Arc<RedisGatewayStores>>,
     pub results: Arc<MemoryStores>,
     pub bus: InProcessBus,
     pub twin: Option<TwinHandle>,
@@ -124,6 +128,7 @@ pub async fn spawn_app(o: Options) -> App {
         api_keys,
         rate_limit_per_key: o.rate_limit_per_key,
         policy: o.policy.clone(),
+        tls: o.tls.clone(),
         ..GatewaySettings::default()
     };
     let twin_clock = Arc::new(TwinManualClock::new(twin_start()));
@@ -136,7 +141,22 @@ pub async fn spawn_app(o: Options) -> App {
         None
     };
     let results = Arc::new(MemoryStores::new());
-    let stores = Arc::new(MemoryGatewayStores::new(1000, 1000));
+    let redis = if o.redis {
+        let url = std::env::var("CULPRIT_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("culprit-gw-test-{:016x}", rand::random::<u64>());
+        Some(Arc::new(
+            RedisGatewayStores::connect(&url, &prefix, 1000, 1000)
+                .await
+                .unwrap(),
+        ))
+    } else {
+        None
+    };
+    let stores: Arc<dyn GatewayStores> = match &redis {
+        Some(r) => r.clone(),
+        None => Arc::new(MemoryGatewayStores::new(1000, 1000)),
+    };
     let bus = InProcessBus::new(BusConfig::default()).unwrap();
     let handles = Handles {
         results: results.clone(),
@@ -156,15 +176,15 @@ pub async fn spawn_app(o: Options) -> App {
     let server = tokio::spawn(gateway.serve(listener, async {
         let _ = stopped.await;
     }));
+    // Lazy: a TLS test dials with its own channel.
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        .connect_lazy();
     App {
         addr,
         channel,
         stores,
+        redis,
         results,
         bus,
         twin,
@@ -227,7 +247,6 @@ impl App {
     }
 
     pub async fn audit(&self) -> Vec<culprit_gateway::stores::AuditRecord> {
-        use culprit_gateway::stores::AuditSink;
         let mut v = self.stores.recent(1000).await.unwrap();
         v.reverse();
         v
@@ -242,6 +261,9 @@ impl App {
         }
         if let Some(t) = self.twin.take() {
             t.shutdown().await;
+        }
+        if let Some(r) = self.redis.take() {
+            r.delete_all().await.unwrap();
         }
     }
 }

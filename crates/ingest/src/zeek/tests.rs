@@ -219,6 +219,11 @@ fn inbound_notice_and_conn_as_detection_and_enrichment() {
         .map(|p| p.detection.unwrap())
         .find(|d| d.source_id == "774987124641882")
         .unwrap();
+    // The same tuple a day later is not this connection.
+    let mut later = r.clone();
+    later.ts = Timestamp(r.ts.0 + 86_400 * 10_000_000);
+    later.end = Timestamp(r.end.0 + 86_400 * 10_000_000);
+    assert_eq!(enrich(&mut alert.clone(), &[later]), 0);
     assert_eq!(enrich(&mut alert, &c), 1);
     assert_eq!(alert.flows[0].sessions[0].last, r.end);
     assert_eq!(alert.window.end, r.end);
