@@ -104,3 +104,36 @@ fn every_shared_scenario_matches_its_truth() {
     assert!(total >= 22, "{total} detections scored");
     assert!(wrong.is_empty(), "{} of {total} wrong:\n{}", wrong.len(), wrong.join("\n"));
 }
+
+/// Suricata alerts carry each flow's own ports, so each alert names its flow's owner: the
+/// scenario's README lists them (4 × msedge.exe on :80, 4 × the implant on :8080, and the
+/// migrated svchost.exe for source port 51146).
+#[test]
+fn suricata_alerts_attribute_each_flow_to_its_owner() {
+    let dir = bundled();
+    let dir = dir.to_string_lossy();
+    let (stdout, _) = culprit(&[
+        "correlate", "--scenario", &dir, "--source", "suricata", "--format", "json",
+    ]);
+    let answers: Vec<Correlation> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut owners = std::collections::BTreeMap::new();
+    for a in &answers {
+        assert_eq!(a.status, Status::Attributed, "{}: {}", a.detection_id, a.explanation);
+        let p = a.probable.as_ref().unwrap();
+        *owners.entry((p.file_name.clone(), p.process_id)).or_insert(0) += 1;
+        if p.file_name == "svchost.exe" {
+            let rc = a.root_cause.as_ref().unwrap();
+            assert_eq!((rc.file_name.as_str(), rc.process_id), ("winx64_payload.exe", 1988));
+        }
+    }
+    let expected: std::collections::BTreeMap<(String, u32), i32> = [
+        (("msedge.exe".to_owned(), 7476), 4),
+        (("winx64_payload.exe".to_owned(), 1988), 4),
+        (("svchost.exe".to_owned(), 1400), 1),
+    ]
+    .into();
+    assert_eq!(owners, expected);
+}
