@@ -1,6 +1,5 @@
 //! Community ID v1 (seed 0) for TCP and UDP, computed from an MDE row so it can be compared
-//! with the one the NDR reports. SHA-1 and base64 are written out here because the engine
-//! keeps its dependencies to the model, the KQL printer and serde.
+//! with the one the NDR reports.
 
 use std::net::IpAddr;
 
@@ -8,15 +7,7 @@ use culprit_model::detection::Protocol;
 
 use crate::view::NetRow;
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-/// `1:<base64(sha1(seed . saddr . daddr . proto . 0 . sport . dport))>` with the endpoints in
-/// canonical order.
+/// `1:<base64(sha1(...))>` (seed 0) of a TCP or UDP connection between two endpoints.
 pub fn community_id(
     proto: Protocol,
     a: IpAddr,
@@ -24,29 +15,12 @@ pub fn community_id(
     b: IpAddr,
     b_port: u16,
 ) -> Option<String> {
-    let proto_num: u8 = match proto {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
+    let number = match proto {
+        Protocol::Tcp => culprit_model::community_id::TCP,
+        Protocol::Udp => culprit_model::community_id::UDP,
         _ => return None,
     };
-    let (ab, bb) = (ip_bytes(a), ip_bytes(b));
-    if ab.len() != bb.len() {
-        return None;
-    }
-    let ordered = ab < bb || (ab == bb && a_port < b_port);
-    let ((s, sp), (d, dp)) = if ordered {
-        ((ab, a_port), (bb, b_port))
-    } else {
-        ((bb, b_port), (ab, a_port))
-    };
-    let mut buf = vec![0u8, 0u8];
-    buf.extend_from_slice(&s);
-    buf.extend_from_slice(&d);
-    buf.push(proto_num);
-    buf.push(0);
-    buf.extend_from_slice(&sp.to_be_bytes());
-    buf.extend_from_slice(&dp.to_be_bytes());
-    Some(format!("1:{}", base64(&sha1(&buf))))
+    culprit_model::community_id::community_id(a, b, Some(a_port), Some(b_port), number, 0)
 }
 
 /// The Community ID of a row, oriented on the flow's remote address.
@@ -59,94 +33,12 @@ pub(crate) fn of_row(row: &NetRow<'_>, remote: IpAddr, proto: Protocol) -> Optio
     community_id(proto, own_ip, own_port, remote, peer_port)
 }
 
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
-    let mut msg = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for chunk in msg.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in chunk.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (i, v) in h.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
-    }
-    out
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk.len();
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= n {
-                out.push(char::from(A[((v >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn sha1_of_abc() {
-        let hex: String = sha1(b"abc").iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 
     #[test]

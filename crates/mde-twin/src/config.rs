@@ -24,6 +24,18 @@ pub struct TwinConfig {
     pub token_lifetime_secs: u64,
     pub actions: ActionTiming,
     pub faults: FaultConfig,
+    pub tls: TwinTlsConfig,
+}
+
+/// HTTPS for the twin's listener, off by default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwinTlsConfig {
+    /// Serve HTTPS with a certificate from a CA generated at start-up.
+    pub enabled: bool,
+    /// Names (or IP addresses) the certificate covers besides
+    /// [`crate::DEFAULT_TLS_HOSTS`].
+    pub extra_hosts: Vec<String>,
 }
 
 impl Default for TwinConfig {
@@ -35,6 +47,7 @@ impl Default for TwinConfig {
             token_lifetime_secs: 3599,
             actions: ActionTiming::default(),
             faults: FaultConfig::default(),
+            tls: TwinTlsConfig::default(),
         }
     }
 }
@@ -63,6 +76,12 @@ impl TwinConfig {
 }
 
 impl TwinConfig {
+    /// The same configuration served over HTTPS.
+    pub fn with_tls(mut self) -> Self {
+        self.tls.enabled = true;
+        self
+    }
+
     /// Rejects settings the twin cannot honour, naming the field.
     pub fn validate(&self) -> Result<(), String> {
         let rate = |name: &str, v: f64| {

@@ -47,6 +47,7 @@ mod machines;
 mod machines_api;
 mod quota;
 mod server;
+mod tls;
 mod token;
 
 use std::net::SocketAddr;
@@ -60,10 +61,11 @@ use tokio::task::JoinHandle;
 pub use clock::{ManualClock, ScaledClock, TwinClock};
 pub use config::{
     ActionTiming, ClientConfig, ClockConfig, FaultConfig, Limits, TenantConfig, ThrottleStorm,
-    TwinConfig,
+    TwinConfig, TwinTlsConfig,
 };
 pub use data::LoadedData;
 pub use quota::WindowCounts;
+pub use tls::DEFAULT_TLS_HOSTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TwinError {
@@ -107,7 +109,17 @@ impl Twin {
         clock: Option<Arc<dyn TwinClock>>,
     ) -> Result<TwinHandle, TwinError> {
         let addr = listener.local_addr()?;
-        let base_url = format!("http://{addr}");
+        let tls = if config.tls.enabled {
+            let extra = config.tls.extra_hosts.clone();
+            let generated = tokio::task::spawn_blocking(move || tls::generate(&extra))
+                .await
+                .map_err(|e| TwinError::Config(format!("generating the CA failed: {e}")))??;
+            Some(generated)
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{addr}");
         let state =
             tokio::task::spawn_blocking(move || server::AppState::build(config, base_url, clock))
                 .await
@@ -115,21 +127,52 @@ impl Twin {
         let state = Arc::new(state);
         let router = server::router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "twin server stopped");
+        let (task, tls) = match tls {
+            Some(t) => {
+                let listener = tls::TlsListener::new(listener, t.acceptor)?;
+                let info = TlsInfo {
+                    ca_pem: t.ca_pem,
+                    hosts: t.hosts,
+                };
+                (spawn_server(listener, router, stopped), Some(info))
             }
-        });
+            None => (spawn_server(listener, router, stopped), None),
+        };
         Ok(TwinHandle {
             addr,
             state,
+            tls,
             stop: Some(stop),
             task,
         })
     }
+}
+
+/// Serves `router` on `listener` until `stopped` fires, then lets in-flight requests finish.
+fn spawn_server<L>(
+    listener: L,
+    router: axum::Router,
+    stopped: oneshot::Receiver<()>,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "twin server stopped");
+        }
+    })
+}
+
+/// The generated CA and the names its server certificate covers.
+#[derive(Debug)]
+struct TlsInfo {
+    ca_pem: String,
+    hosts: Vec<String>,
 }
 
 /// A running twin.
@@ -137,6 +180,7 @@ impl Twin {
 pub struct TwinHandle {
     addr: SocketAddr,
     state: Arc<server::AppState>,
+    tls: Option<TlsInfo>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -146,9 +190,21 @@ impl TwinHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`: the login host, the Graph host and the MDE API host at once.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS on): the login host, the Graph host and
+    /// the MDE API host at once.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// With TLS on: the generated CA certificate (PEM) a client must trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
+    }
+
+    /// With TLS on: the DNS names and IP addresses the server certificate covers.
+    pub fn tls_hosts(&self) -> &[String] {
+        self.tls.as_ref().map(|t| t.hosts.as_slice()).unwrap_or_default()
     }
 
     /// The tenant's call counts; all zero for a tenant the twin does not serve.

@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::classify::{Call, classify};
 use crate::cloud::{Endpoints, join};
-use crate::config::{ClientConfig, HuntingApi, TokenForm, user_agent};
+use crate::config::{ClientConfig, HuntingApi, TokenForm};
 use crate::error::MdeError;
 use crate::hunt::{self, HuntResult, HuntSpan};
 use crate::machines::{
@@ -87,46 +87,6 @@ fn check_id(field: &'static str, value: &str) -> Result<(), MdeError> {
     }
 }
 
-fn build_http(cfg: &ClientConfig, endpoints: &Endpoints) -> Result<reqwest::Client, MdeError> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(user_agent(cfg.user_agent_suffix.as_deref()))
-        .timeout(cfg.timeout)
-        // Microsoft's APIs do not redirect; following one could carry the token elsewhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.timeout.min(StdDuration::from_secs(10)));
-    if cfg.danger_accept_invalid_certs {
-        tracing::warn!(
-            "TLS certificate verification is OFF (danger_accept_invalid_certs): anyone on the \
-             path can read the client secret and the telemetry; use this only in a lab"
-        );
-        b = b.danger_accept_invalid_certs(true);
-    }
-    match cfg.proxy.as_deref() {
-        Some(p) => {
-            let bad = |reason: &str| MdeError::InvalidConfig {
-                field: "proxy",
-                reason: reason.to_owned(),
-            };
-            // The proxy URL may hold credentials: errors never repeat it.
-            let url = Url::parse(p).map_err(|_| bad("not a URL"))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(bad("scheme must be http or https"));
-            }
-            let proxy = reqwest::Proxy::all(url)
-                .map_err(|_| bad("not a usable proxy URL"))?
-                .no_proxy(reqwest::NoProxy::from_string("localhost,127.0.0.1,::1"));
-            b = b.proxy(proxy);
-        }
-        // The twin on loopback must never go through an environment proxy.
-        None if endpoints.all_loopback() => b = b.no_proxy(),
-        None => {}
-    }
-    b.build().map_err(|e| MdeError::InvalidConfig {
-        field: "http client",
-        reason: e.to_string(),
-    })
-}
-
 impl MdeClient {
     /// Validates the configuration and builds the client (no network call).
     pub fn new(cfg: ClientConfig) -> Result<Self, MdeError> {
@@ -145,7 +105,7 @@ impl MdeClient {
         }
         let endpoints = cfg.effective_endpoints();
         endpoints.validate()?;
-        let http = build_http(&cfg, &endpoints)?;
+        let http = crate::transport::build_http(&cfg, &endpoints)?;
         Ok(MdeClient {
             inner: Arc::new(Inner {
                 cfg,

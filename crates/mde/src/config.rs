@@ -1,5 +1,6 @@
 //! How to reach a tenant: cloud, endpoints, credentials and transport settings.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -54,10 +55,21 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Per-call timeout for hunting (a query may run for up to 200 s).
     pub hunt_timeout: Duration,
+    /// PEM bundle of extra trusted CAs (a TLS-inspecting proxy's, the twin's), added to the
+    /// built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Trust only `ca_file`, not the built-in roots.
+    pub ca_only: bool,
     /// Turns certificate verification off. Logs a warning every time a client is built.
     pub danger_accept_invalid_certs: bool,
-    /// HTTP(S) proxy URL for every call except loopback.
+    /// HTTP(S) proxy URL (`http://user:pass@proxy:3128` carries basic auth) for every call
+    /// except loopback and [`ClientConfig::no_proxy`].
     pub proxy: Option<String>,
+    /// Basic auth for the proxy, instead of credentials in its URL.
+    pub proxy_auth: Option<ProxyAuth>,
+    /// Hosts, domains (`.corp.example` or `corp.example` for its subdomains too), IPs or
+    /// CIDRs reached directly despite the proxy; loopback always is.
+    pub no_proxy: Vec<String>,
     /// Appended to the `Culprit/<version>` User-Agent.
     pub user_agent_suffix: Option<String>,
 }
@@ -80,8 +92,12 @@ impl ClientConfig {
             token_form: TokenForm::V2Scope,
             timeout: Duration::from_secs(30),
             hunt_timeout: Duration::from_secs(210),
+            ca_file: None,
+            ca_only: false,
             danger_accept_invalid_certs: false,
             proxy: None,
+            proxy_auth: None,
+            no_proxy: Vec::new(),
             user_agent_suffix: None,
         }
     }
@@ -92,6 +108,13 @@ impl ClientConfig {
             .clone()
             .unwrap_or_else(|| self.cloud.endpoints())
     }
+}
+
+/// Proxy credentials. `Debug` never shows the password.
+#[derive(Clone, Debug)]
+pub struct ProxyAuth {
+    pub username: String,
+    pub password: SecretString,
 }
 
 /// `Culprit/<version>` plus the configured suffix.

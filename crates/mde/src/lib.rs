@@ -13,11 +13,12 @@ pub mod hunt;
 pub mod links;
 pub mod machines;
 pub mod token;
+mod transport;
 
 pub use classify::{Call, ErrorBody, classify, error_body, parse_retry_after, quota_of};
 pub use client::{Audience, MachineSelector, MdeClient};
 pub use cloud::{Cloud, CloudInfo, Endpoints};
-pub use config::{ClientConfig, HuntingApi, TokenForm, user_agent};
+pub use config::{ClientConfig, HuntingApi, ProxyAuth, TokenForm, user_agent};
 pub use error::{MdeError, Quota};
 pub use hunt::{HuntResult, HuntSpan, ROW_LIMIT};
 pub use machines::{

@@ -2,6 +2,7 @@
 //! telemetry rows mean, and what a correlation answers. Every other crate speaks these types;
 //! this crate does no I/O and depends on no crate of ours.
 
+pub mod community_id;
 pub mod correlation;
 pub mod detection;
 pub mod table;
