@@ -7,12 +7,18 @@
 //! token lifetimes and machine-action lifecycles move only when a test moves them. Expected
 //! values come from the scenario files, read independently of the twin.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
+
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
 use culprit_mde::{
     ActionStatus, Audience, Cloud, Endpoints, HuntResult, HuntingApi, IsolationState,
     IsolationType, MachineAction, MachineSelector, MdeClient, MdeError, Quota, TokenForm, links,
@@ -96,6 +102,72 @@ impl Truth {
                 .collect(),
         }
     }
+}
+
+/// The audiences each cloud's tokens must name (shared/reference/mde-api.md §1.2): Graph, then
+/// the MDE API. Written out here rather than read from the client's table, so a wrong table
+/// entry fails.
+fn documented_audiences(cloud: Cloud) -> [&'static str; 2] {
+    const COMMERCIAL_MDE: &str = "https://api.securitycenter.microsoft.com";
+    const GOV_MDE: &str = "https://api-gov.securitycenter.microsoft.us";
+    match cloud {
+        Cloud::Commercial | Cloud::CommercialUs | Cloud::CommercialEu | Cloud::CommercialUk => {
+            ["https://graph.microsoft.com", COMMERCIAL_MDE]
+        }
+        Cloud::Gcc => [
+            "https://graph.microsoft.com",
+            "https://api-gcc.securitycenter.microsoft.us",
+        ],
+        Cloud::GccHigh => ["https://graph.microsoft.us", GOV_MDE],
+        Cloud::Dod => ["https://dod-graph.microsoft.us", GOV_MDE],
+    }
+}
+
+/// `(field, value)` of the `scope` / `resource` field of each token request seen.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+#[derive(Clone, Debug)]
+struct Recorder {
+    twin: String,
+    http: reqwest::Client,
+    seen: Seen,
+}
+
+/// Notes which audience a token request names, then passes it to the twin unchanged.
+async fn record_token_request(
+    State(r): State<Recorder>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    let audience = url::form_urlencoded::parse(&body)
+        .into_owned()
+        .find(|(k, _)| k == "scope" || k == "resource");
+    r.seen.lock().unwrap().extend(audience);
+    let mut forward = r.http.post(format!("{}/{path}", r.twin)).body(body);
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        forward = forward.header(header::CONTENT_TYPE, ct.as_bytes());
+    }
+    let answer = forward.send().await.unwrap();
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+    (status, answer.bytes().await.unwrap().to_vec())
+}
+
+/// A login host on loopback that records token requests on their way to the twin.
+async fn recording_login(twin: &TwinHandle) -> (Url, Seen) {
+    let seen = Seen::default();
+    let recorder = Recorder {
+        twin: twin.base_url(),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        seen: seen.clone(),
+    };
+    let app = axum::Router::new()
+        .route("/{*path}", post(record_token_request))
+        .with_state(recorder);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
 }
 
 /// The client's clock reads the twin's [`ManualClock`]; while `step_secs` is non-zero every
@@ -246,7 +318,10 @@ async fn look_up_machines(client: &MdeClient, truth: &Truth) {
         .resolve(&MachineSelector::Id(truth.device_id.clone()))
         .await
         .unwrap();
-    assert_eq!(by_id.computer_dns_name.as_deref(), Some(&*truth.device_name));
+    assert_eq!(
+        by_id.computer_dns_name.as_deref(),
+        Some(&*truth.device_name)
+    );
     assert_eq!(by_id.isolation_state.as_deref(), Some("NotIsolated"));
     let selectors = [
         MachineSelector::DnsName(truth.device_name.clone()),
@@ -266,7 +341,11 @@ async fn look_up_machines(client: &MdeClient, truth: &Truth) {
 async fn wait_final(lab: &Lab, client: &MdeClient, action: &MachineAction) -> MachineAction {
     lab.time.step_secs.store(5, Ordering::SeqCst);
     let done = client
-        .wait_for_action(&action.id, StdDuration::from_millis(1), StdDuration::from_secs(600))
+        .wait_for_action(
+            &action.id,
+            StdDuration::from_millis(1),
+            StdDuration::from_secs(600),
+        )
         .await;
     lab.time.step_secs.store(0, Ordering::SeqCst);
     let done = done.unwrap();
@@ -287,14 +366,23 @@ async fn isolate_and_release(lab: &Lab, client: &MdeClient, machine_id: &str) {
     assert_eq!(isolate.scope.as_deref(), Some("Full"));
     assert_eq!(isolate.requestor_comment.as_deref(), Some(&*comment));
     let state = client.isolation_state(machine_id).await.unwrap();
-    assert!(matches!(&state, IsolationState::Pending(a) if a.id == isolate.id), "{state:?}");
+    assert!(
+        matches!(&state, IsolationState::Pending(a) if a.id == isolate.id),
+        "{state:?}"
+    );
     wait_final(lab, client, &isolate).await;
     let state = client.isolation_state(machine_id).await.unwrap();
-    assert!(matches!(&state, IsolationState::Isolated(a) if a.id == isolate.id), "{state:?}");
+    assert!(
+        matches!(&state, IsolationState::Isolated(a) if a.id == isolate.id),
+        "{state:?}"
+    );
     let machine = client.machine(machine_id).await.unwrap();
     assert_eq!(machine.isolation_state.as_deref(), Some("Isolated"));
 
-    let release = client.release(machine_id, "release after test").await.unwrap();
+    let release = client
+        .release(machine_id, "release after test")
+        .await
+        .unwrap();
     assert_eq!(release.action_type, "Unisolate");
     wait_final(lab, client, &release).await;
     let state = client.isolation_state(machine_id).await.unwrap();
@@ -310,7 +398,12 @@ async fn isolate_and_release(lab: &Lab, client: &MdeClient, machine_id: &str) {
 async fn exercise_cloud(cloud: Cloud) {
     let truth = Truth::read();
     let (lab, app) = Lab::start().await;
-    let client = lab.client(lab.config(cloud, &app));
+    let (login, seen) = recording_login(&lab.twin).await;
+    let mut cfg = lab.config(cloud, &app);
+    if let Some(e) = cfg.endpoints.as_mut() {
+        e.login = login;
+    }
+    let client = lab.client(cfg);
     // The twin grants a token only the roles of the audience it names, so these prove each
     // token was issued for the Graph or the MDE resource of this cloud's scope.
     let graph_roles = client.granted_roles(Audience::Graph).await.unwrap();
@@ -325,6 +418,11 @@ async fn exercise_cloud(cloud: Cloud) {
     look_up_machines(&client, &truth).await;
     isolate_and_release(&lab, &client, &truth.device_id).await;
     assert_eq!(lab.tokens_issued(), 2, "one token per audience, reused");
+    let scopes: Vec<(String, String)> = documented_audiences(cloud)
+        .iter()
+        .map(|a| ("scope".to_owned(), format!("{a}/.default")))
+        .collect();
+    assert_eq!(*seen.lock().unwrap(), scopes, "v2 scope form of this cloud");
 
     let page = links::device_page(client.portal(), &truth.device_id).unwrap();
     assert_eq!(page.host_str(), cloud.endpoints().portal.host_str());
@@ -354,20 +452,37 @@ async fn every_call_works_against_the_twin_in_every_cloud() {
             failures.push(format!("{cloud:?}: {}", panic_text(e)));
         }
     }
-    assert!(failures.is_empty(), "failed clouds:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed clouds:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
 async fn v1_resource_tokens_work_against_the_twin() {
     let truth = Truth::read();
     let (lab, app) = Lab::start().await;
+    let (login, seen) = recording_login(&lab.twin).await;
     let mut cfg = lab.config(Cloud::Commercial, &app);
     cfg.token_form = TokenForm::V1Resource;
+    if let Some(e) = cfg.endpoints.as_mut() {
+        e.login = login;
+    }
     let client = lab.client(cfg);
     hunt_both_apis(&client, &truth).await;
     let m = client.machine(&truth.device_id).await.unwrap();
     assert_eq!(m.id, truth.device_id);
     assert_eq!(lab.tokens_issued(), 2);
+    let resources: Vec<(String, String)> = documented_audiences(Cloud::Commercial)
+        .iter()
+        .map(|a| ("resource".to_owned(), (*a).to_owned()))
+        .collect();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        resources,
+        "v1 resource form, no /.default"
+    );
 }
 
 #[tokio::test]
@@ -496,7 +611,10 @@ async fn a_second_isolation_while_one_is_pending_is_refused() {
         other => panic!("expected ActiveRequestAlreadyExists, got {other:?}"),
     }
     // A release is refused too while the isolation is still running.
-    let err = client.release(&truth.device_id, "too early").await.unwrap_err();
+    let err = client
+        .release(&truth.device_id, "too early")
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, MdeError::ActiveRequestAlreadyExists { .. }),
         "{err:?}"
@@ -513,7 +631,12 @@ async fn an_unknown_machine_is_not_found() {
         other => panic!("expected NotFound, got {other:?}"),
     };
     not_found(client.machine(&id).await.map(|_| ()));
-    not_found(client.isolate(&id, IsolationType::Full, "x").await.map(|_| ()));
+    not_found(
+        client
+            .isolate(&id, IsolationType::Full, "x")
+            .await
+            .map(|_| ()),
+    );
     let name = MachineSelector::DnsName(random_name("host"));
     not_found(client.resolve(&name).await.map(|_| ()));
     not_found(client.action(&random_name("action")).await.map(|_| ()));

@@ -274,7 +274,10 @@ async fn watch_carries_attribution_changes_filtered_by_the_current_answer() {
         ..Default::default()
     };
     // Dropped by the filter (the current answer is weak), then passed.
-    for (i, e) in [change(&before, &weak), change(&weak, &before)].iter().enumerate() {
+    for (i, e) in [change(&before, &weak), change(&weak, &before)]
+        .iter()
+        .enumerate()
+    {
         let msg = Message::new(format!("{}#{i}", before.detection_key), e.encode_to_vec());
         app.bus.publish(Topic::Correlations, msg).await.unwrap();
     }

@@ -7,6 +7,7 @@
 pub mod ast;
 mod compile;
 pub mod corpus;
+pub mod load;
 mod eval;
 mod lexer;
 mod ops;
@@ -77,28 +78,11 @@ impl Database {
         self.tables.get(name).map(|t| t.as_ref())
     }
 
-    /// Loads `NAME.jsonl` files (one JSON object per row, as in the scenario folders) from a
-    /// directory, each as table NAME; Device* tables get their full schema.
-    pub fn from_dir(dir: &std::path::Path) -> std::io::Result<Database> {
+    /// Loads every `NAME.jsonl` of a folder (see [`load`]) as table NAME.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Database, load::LoadError> {
         let mut db = Database::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let path = e.path();
-            let (Some(stem), Some("jsonl")) = (
-                path.file_stem().and_then(|s| s.to_str()),
-                path.extension().and_then(|s| s.to_str()),
-            ) else {
-                continue;
-            };
-            let text = std::fs::read_to_string(&path)?;
-            let table = table_from_jsonl(stem, &text).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            db.insert(stem, table);
+        for (name, table) in load::load_dir(dir)? {
+            db.insert(name, table);
         }
         Ok(db)
     }
@@ -164,55 +148,3 @@ pub(crate) fn literal_value(l: &ast::Literal) -> Value {
     }
 }
 
-/// Reads JSON Lines rows into a table: under the known schema of a Device* table, else under
-/// columns inferred from the first row that has each key.
-pub fn table_from_jsonl(name: &str, text: &str) -> Result<Table, KqlError> {
-    let mut objects = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| KqlError::Syntax {
-            line: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            column: u32::try_from(e.column()).unwrap_or(u32::MAX),
-            message: format!("row of {name} is not JSON: {e}"),
-        })?;
-        match v {
-            serde_json::Value::Object(m) => objects.push(m),
-            _ => {
-                return Err(KqlError::Syntax {
-                    line: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                    column: 1,
-                    message: format!("row of {name} is not a JSON object"),
-                });
-            }
-        }
-    }
-    let columns = schema::columns(name).unwrap_or_else(|| infer_columns(&objects));
-    Ok(Table::from_json_objects(columns, objects.iter()))
-}
-
-fn infer_columns(objects: &[serde_json::Map<String, serde_json::Value>]) -> Vec<Column> {
-    let mut cols: Vec<Column> = Vec::new();
-    for o in objects {
-        for (k, v) in o {
-            let ty = match v {
-                serde_json::Value::Null => continue,
-                serde_json::Value::Bool(_) => KustoType::Boolean,
-                serde_json::Value::Number(n) if n.is_i64() => KustoType::Int64,
-                serde_json::Value::Number(_) => KustoType::Double,
-                serde_json::Value::String(s)
-                    if s.len() >= 19 && values::parse_datetime(s).is_some() =>
-                {
-                    KustoType::DateTime
-                }
-                serde_json::Value::String(_) => KustoType::String,
-                _ => KustoType::Object,
-            };
-            if !cols.iter().any(|c| &c.name == k) {
-                cols.push(Column::new(k.clone(), ty));
-            }
-        }
-    }
-    cols
-}

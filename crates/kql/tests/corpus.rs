@@ -1,18 +1,17 @@
-//! Coverage of the practitioners' corpus (/work/shared/kql-corpus, format in its README).
+//! Coverage of the practitioners' corpus (bundled in tests/data; see PROVENANCE.md there).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use culprit_kql::{Database, EvalOptions, Timestamp, corpus};
 
-fn shared(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(path)
+/// Files bundled in the repository (see tests/data/PROVENANCE.md).
+fn bundled(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 #[test]
 fn corpus_parses_and_device_queries_evaluate() {
-    let text = std::fs::read_to_string(shared("kql-corpus/m365d-hunting-queries.jsonl")).unwrap();
-    let db = Database::from_dir(&shared("scenarios/lsass_01/mde")).unwrap();
+    let text = std::fs::read_to_string(bundled("tests/data/m365d-hunting-queries.jsonl")).unwrap();
+    let db = Database::from_dir(&bundled("../../examples/scenarios/lsass_01/mde")).unwrap();
     let opts = EvalOptions {
         now: Timestamp::parse("2023-08-16T06:00:00Z").unwrap(),
         row_limit: Some(10_000),
@@ -45,7 +44,7 @@ fn corpus_parses_and_device_queries_evaluate() {
 /// Every corpus query that parses prints to text that parses back to the same tree.
 #[test]
 fn corpus_queries_round_trip_through_the_printer() {
-    let text = std::fs::read_to_string(shared("kql-corpus/m365d-hunting-queries.jsonl")).unwrap();
+    let text = std::fs::read_to_string(bundled("tests/data/m365d-hunting-queries.jsonl")).unwrap();
     let mut checked = 0;
     for line in text.lines() {
         let entry: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -247,7 +247,7 @@ fn unknown_table_is_a_semantic_error_naming_it() {
 
 fn scenario_db(name: &str) -> Database {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/scenarios")
+        .join("../../examples/scenarios")
         .join(name)
         .join("mde");
     Database::from_dir(&dir).unwrap()

@@ -204,7 +204,10 @@ impl TwinHandle {
 
     /// With TLS on: the DNS names and IP addresses the server certificate covers.
     pub fn tls_hosts(&self) -> &[String] {
-        self.tls.as_ref().map(|t| t.hosts.as_slice()).unwrap_or_default()
+        self.tls
+            .as_ref()
+            .map(|t| t.hosts.as_slice())
+            .unwrap_or_default()
     }
 
     /// The tenant's call counts; all zero for a tenant the twin does not serve.

@@ -53,12 +53,15 @@ pub(crate) fn generate(extra_hosts: &[String]) -> Result<TwinTls, TwinError> {
             hosts.push(h.clone());
         }
     }
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| tls_error("CA parameters", e))?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_error("CA parameters", e))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A name of its own per start: a client holding an older twin's CA then reads
+    // "unknown issuer", not a bad signature from a same-named CA.
+    let ca_name = format!("Culprit MDE twin CA {}", uuid::Uuid::new_v4().simple());
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "Culprit MDE twin CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().map_err(|e| tls_error("CA key", e))?;
     let ca_cert = ca_params

@@ -10,8 +10,7 @@ use serde_json::Value;
 
 async fn tls_twin() -> culprit_mde_twin::TwinHandle {
     let mut config =
-        TwinConfig::single_tenant(TENANT, common::APP, common::SECRET, vec![scenario()])
-            .with_tls();
+        TwinConfig::single_tenant(TENANT, common::APP, common::SECRET, vec![scenario()]).with_tls();
     config.tls.extra_hosts = vec!["twin.lab.example".into()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Twin::start(config, listener).await.unwrap()
@@ -33,7 +32,9 @@ async fn openid_configuration_advertises_https_endpoints() {
     let pem = twin.ca_pem().expect("a CA with TLS on");
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     let doc: Value = client(Some(pem))
-        .get(format!("{base}/{TENANT}/v2.0/.well-known/openid-configuration"))
+        .get(format!(
+            "{base}/{TENANT}/v2.0/.well-known/openid-configuration"
+        ))
         .send()
         .await
         .unwrap()
@@ -42,7 +43,12 @@ async fn openid_configuration_advertises_https_endpoints() {
         .json()
         .await
         .unwrap();
-    for field in ["token_endpoint", "issuer", "jwks_uri", "authorization_endpoint"] {
+    for field in [
+        "token_endpoint",
+        "issuer",
+        "jwks_uri",
+        "authorization_endpoint",
+    ] {
         let url = doc[field].as_str().unwrap();
         assert!(url.starts_with(&format!("{base}/")), "{field}: {url}");
     }
@@ -53,7 +59,11 @@ async fn openid_configuration_advertises_https_endpoints() {
 async fn certificate_names_the_default_and_extra_hosts() {
     let twin = tls_twin().await;
     let hosts = twin.tls_hosts();
-    for h in DEFAULT_TLS_HOSTS.iter().copied().chain(["twin.lab.example"]) {
+    for h in DEFAULT_TLS_HOSTS
+        .iter()
+        .copied()
+        .chain(["twin.lab.example"])
+    {
         assert!(hosts.iter().any(|x| x == h), "{h} missing from {hosts:?}");
     }
     // `localhost` must verify as a name, not only the IP the listener is on.

@@ -92,6 +92,13 @@ pub enum MdeError {
     ActionDeadline { action_id: String, status: String },
     #[error("transport error: {message}")]
     Transport { message: String },
+    #[error("certificate not trusted: set tls.ca_file or fix the proxy's CA ({host}: {detail})")]
+    UntrustedCertificate {
+        /// The host whose certificate (or the proxy's stand-in for it) was rejected.
+        host: String,
+        /// rustls's reason, e.g. `UnknownIssuer` or `NotValidForName`.
+        detail: String,
+    },
     #[error("cannot decode the response of {what}: {message}")]
     Decode { what: &'static str, message: String },
     #[error("invalid {field}: {reason}")]
@@ -144,6 +151,7 @@ impl MdeError {
             MdeError::Timeout => "timeout",
             MdeError::ActionDeadline { .. } => "action_deadline",
             MdeError::Transport { .. } => "transport",
+            MdeError::UntrustedCertificate { .. } => "untrusted_certificate",
             MdeError::Decode { .. } => "decode",
             MdeError::InvalidInput { .. } => "invalid_input",
             MdeError::InvalidConfig { .. } => "invalid_config",
@@ -162,6 +170,14 @@ impl MdeError {
         if e.is_timeout() {
             return MdeError::Timeout;
         }
+        if let Some(detail) = rejected_certificate(e) {
+            let host = e
+                .url()
+                .and_then(|u| u.host_str())
+                .unwrap_or("the server")
+                .to_owned();
+            return MdeError::UntrustedCertificate { host, detail };
+        }
         // The chain names the cause (connection refused, reset, TLS); URLs carry no secrets.
         let mut message = e.to_string();
         let mut source = std::error::Error::source(e);
@@ -172,4 +188,26 @@ impl MdeError {
         }
         MdeError::Transport { message }
     }
+}
+
+/// rustls's reason when the error chain holds a rejected server certificate. rustls's error
+/// travels inside `io::Error`s (sometimes nested), whose `source()` skips it, so each link is
+/// unwrapped too.
+fn rejected_certificate(e: &reqwest::Error) -> Option<String> {
+    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = link {
+        let mut candidate = Some(err);
+        while let Some(c) = candidate {
+            if let Some(rustls::Error::InvalidCertificate(cert)) = c.downcast_ref::<rustls::Error>()
+            {
+                return Some(format!("{cert:?}"));
+            }
+            candidate = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn std::error::Error + 'static));
+        }
+        link = err.source();
+    }
+    None
 }

@@ -53,7 +53,7 @@ fn with_tls(
         }
         None if cfg.ca_only => {
             return Err(bad(
-                "is required when only it is trusted (ca_only)".to_owned(),
+                "is required when only it is trusted (ca_only)".to_owned()
             ));
         }
         None => {}
