@@ -258,6 +258,16 @@ impl Lab {
         cfg
     }
 
+    /// As [`Lab::config`], with the token requests going through a recording login host.
+    async fn recorded_config(&self, cloud: Cloud, app: &str) -> (culprit_mde::ClientConfig, Seen) {
+        let (login, seen) = recording_login(&self.twin).await;
+        let mut cfg = self.config(cloud, app);
+        if let Some(e) = cfg.endpoints.as_mut() {
+            e.login = login;
+        }
+        (cfg, seen)
+    }
+
     /// A client on the twin's clock.
     fn client(&self, cfg: culprit_mde::ClientConfig) -> MdeClient {
         MdeClient::with_clock(cfg, self.time.clone()).unwrap()
@@ -398,11 +408,7 @@ async fn isolate_and_release(lab: &Lab, client: &MdeClient, machine_id: &str) {
 async fn exercise_cloud(cloud: Cloud) {
     let truth = Truth::read();
     let (lab, app) = Lab::start().await;
-    let (login, seen) = recording_login(&lab.twin).await;
-    let mut cfg = lab.config(cloud, &app);
-    if let Some(e) = cfg.endpoints.as_mut() {
-        e.login = login;
-    }
+    let (cfg, seen) = lab.recorded_config(cloud, &app).await;
     let client = lab.client(cfg);
     // The twin grants a token only the roles of the audience it names, so these prove each
     // token was issued for the Graph or the MDE resource of this cloud's scope.
@@ -463,12 +469,8 @@ async fn every_call_works_against_the_twin_in_every_cloud() {
 async fn v1_resource_tokens_work_against_the_twin() {
     let truth = Truth::read();
     let (lab, app) = Lab::start().await;
-    let (login, seen) = recording_login(&lab.twin).await;
-    let mut cfg = lab.config(Cloud::Commercial, &app);
+    let (mut cfg, seen) = lab.recorded_config(Cloud::Commercial, &app).await;
     cfg.token_form = TokenForm::V1Resource;
-    if let Some(e) = cfg.endpoints.as_mut() {
-        e.login = login;
-    }
     let client = lab.client(cfg);
     hunt_both_apis(&client, &truth).await;
     let m = client.machine(&truth.device_id).await.unwrap();

@@ -2,6 +2,7 @@
 //! `culprit.detections` go through two hunter workers and a correlator against the twin, and
 //! each ends as one stored result and one event on `culprit.correlations`. Malformed messages
 //! end in the dead-letter queue with their reason, and the valid ones still complete.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test failure report
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -39,12 +40,9 @@ fn scenario() -> std::path::PathBuf {
 /// The scenario's detections, copied under new ids so the run has volume; the process each
 /// copy must name is the original's.
 fn detections(copies: usize, tenant: &str) -> Vec<(Detection, String)> {
-    let loaded = culprit::scenario::detections(
-        &scenario(),
-        culprit::scenario::Feed::Vectra,
-        tenant,
-    )
-    .unwrap();
+    let loaded =
+        culprit::scenario::detections(&scenario(), culprit::scenario::Feed::Vectra, tenant)
+            .unwrap();
     let expected: BTreeMap<&str, &str> = [
         ("2568", "msedge.exe"),
         ("2569", "winx64_payload.exe"),
@@ -75,13 +73,21 @@ async fn detections_flow_through_rabbitmq_and_redis_to_one_result_each() {
         ..BusConfig::default()
     };
     let rabbit = RabbitBus::connect(cfg).await.unwrap_or_else(|e| {
-        panic!("these tests need RabbitMQ at {} (set CULPRIT_TEST_AMQP_URL): {e}", amqp_url())
+        panic!(
+            "these tests need RabbitMQ at {} (set CULPRIT_TEST_AMQP_URL): {e}",
+            amqp_url()
+        )
     });
     rabbit.declare_topology().await.unwrap();
     let bus: Arc<dyn Bus> = Arc::new(rabbit.clone());
-    let redis = RedisStores::connect(&redis_url(), &prefix).await.unwrap_or_else(|e| {
-        panic!("these tests need Redis at {} (set CULPRIT_TEST_REDIS_URL): {e}", redis_url())
-    });
+    let redis = RedisStores::connect(&redis_url(), &prefix)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests need Redis at {} (set CULPRIT_TEST_REDIS_URL): {e}",
+                redis_url()
+            )
+        });
     let redis = Arc::new(redis.with_limits(BudgetLimits::default()).unwrap());
     let results: Arc<dyn ResultStore> = redis.clone();
 
@@ -148,19 +154,41 @@ async fn detections_flow_through_rabbitmq_and_redis_to_one_result_each() {
     shutdown.drain(Duration::from_secs(10)).await;
 
     assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), want);
-    assert!(seen.values().all(|&n| n == 1), "one event per detection: {seen:?}");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "one event per detection: {seen:?}"
+    );
     for (d, expected) in &work {
         let bytes = results.get(&d.key()).await.unwrap().expect("stored result");
-        let c = culprit_model::Correlation::try_from(pb::Correlation::decode(bytes.as_slice()).unwrap())
-            .unwrap();
-        assert_eq!(c.status, Status::Attributed, "{}: {}", c.detection_id, c.explanation);
-        assert_eq!(c.probable.as_ref().unwrap().file_name, *expected, "{}", c.detection_id);
+        let c = culprit_model::Correlation::try_from(
+            pb::Correlation::decode(bytes.as_slice()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.status,
+            Status::Attributed,
+            "{}: {}",
+            c.detection_id,
+            c.explanation
+        );
+        assert_eq!(
+            c.probable.as_ref().unwrap().file_name,
+            *expected,
+            "{}",
+            c.detection_id
+        );
     }
     let dead = rabbit.dead_letters(QueueName::Hunt, 100).await.unwrap();
     assert_eq!(dead.len(), 3, "the malformed messages are dead-lettered");
-    assert!(dead.iter().all(|m| m.reason.contains("payload")), "{dead:?}");
+    assert!(
+        dead.iter().all(|m| m.reason.contains("payload")),
+        "{dead:?}"
+    );
     let calls = tt.twin.call_counts(culprit::pipeline::TWIN_TENANT_ID);
-    assert!(calls.hunting.max_in_60s <= 45 && calls.hunting.throttled == 0, "{calls:?}");
+    assert!(
+        calls.hunting.max_in_60s <= 45 && calls.hunting.throttled == 0,
+        "{calls:?}"
+    );
     assert!(
         calls.hunting.total < work.len() as u64,
         "batching: {} calls for {} detections",

@@ -16,7 +16,11 @@ use crate::render::{self, Style};
 use crate::scenario::{self, Feed};
 
 #[derive(Debug, Parser)]
-#[command(name = "culprit", version, about = "Which process on the endpoint did what the network sensor saw.")]
+#[command(
+    name = "culprit",
+    version,
+    about = "Which process on the endpoint did what the network sensor saw."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +54,25 @@ enum Command {
     /// Microsoft Defender access.
     #[command(subcommand)]
     Mde(MdeCommand),
+    /// Gateway API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key: prints it once, and the `gateway.api_keys` entry to add to the config.
+    Create {
+        /// Comma-separated: read, submit, respond.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Comma-separated tenant names the key may see.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tenants: Vec<String>,
+        /// A name for the key (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,7 +169,7 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum TwinCommand {
-    /// Serve scenario folders as one tenant over HTTP.
+    /// Serve scenario folders as one tenant over HTTP (HTTPS with --tls).
     Serve {
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
@@ -155,6 +178,12 @@ enum TwinCommand {
         /// Client secret the twin accepts (default: printed random one).
         #[arg(long, env = "CULPRIT_TWIN_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Serve HTTPS with a certificate from a CA generated at start-up.
+        #[arg(long)]
+        tls: bool,
+        /// Where to write the generated CA certificate (PEM); default: the temp folder.
+        #[arg(long, value_name = "FILE", requires = "tls")]
+        ca_out: Option<PathBuf>,
     },
 }
 
@@ -184,7 +213,9 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
             data,
             listen,
             secret,
-        }) => twin_serve(data, &listen, secret).await,
+            tls,
+            ca_out,
+        }) => twin_serve(data, &listen, secret, tls.then_some(ca_out)).await,
         Command::Kql(KqlCommand::Check {
             corpus,
             tables,
@@ -193,18 +224,27 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
         Command::Serve { role, config } => {
             let settings = Settings::load(config.as_deref())?;
             settings.validate()?;
-            culprit_telemetry::init(&settings.telemetry.log_format, &settings.telemetry.log_filter)?;
+            culprit_telemetry::init(
+                &settings.telemetry.log_format,
+                &settings.telemetry.log_filter,
+            )?;
             crate::serve::serve(settings, role).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mde(MdeCommand::Check { config, tenant }) => mde_check(&config, tenant.as_deref()).await,
+        Command::Mde(MdeCommand::Check { config, tenant }) => {
+            mde_check(&config, tenant.as_deref()).await
+        }
+        Command::Keys(KeysCommand::Create {
+            scopes,
+            tenants,
+            id,
+        }) => keys_create(&scopes, &tenants, id.as_deref()),
     }
 }
 
 fn init_logs(settings: &Settings) -> Result<()> {
     // The CLI keeps stdout for results; warnings and errors only, unless RUST_LOG says more.
-    culprit_telemetry::init(&settings.telemetry.log_format, "warn")
-        .context("setting up logging")
+    culprit_telemetry::init(&settings.telemetry.log_format, "warn").context("setting up logging")
 }
 
 pub(crate) fn engine_options(settings: &Settings, scorer: Option<Scorer>) -> Result<Options> {
@@ -258,7 +298,10 @@ async fn demo(a: DemoArgs, style: Style) -> Result<ExitCode> {
     init_logs(&settings)?;
     let dir = a.scenario.unwrap_or_else(scenario::bundled);
     if !dir.join("ndr").is_dir() {
-        bail!("scenario folder {} not found (it ships in examples/scenarios/)", dir.display());
+        bail!(
+            "scenario folder {} not found (it ships in examples/scenarios/)",
+            dir.display()
+        );
     }
     let started = std::time::Instant::now();
     eprintln!(
@@ -351,7 +394,12 @@ async fn tenant_answers(
     }
     let outcomes = pipeline::hunt(&tenant, loaded.detections, &reach(settings)).await;
     let opts = engine_options(settings, scorer)?;
-    Ok(pipeline::attribute(&tenant, &outcomes, &opts, Timestamp::now()))
+    Ok(pipeline::attribute(
+        &tenant,
+        &outcomes,
+        &opts,
+        Timestamp::now(),
+    ))
 }
 
 async fn eval(a: EvalArgs) -> Result<ExitCode> {
@@ -399,7 +447,10 @@ fn expand_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .filter(|d| d.join("truth.json").is_file())
             .collect();
         if found.is_empty() {
-            bail!("{}: no scenario (a folder with truth.json) here", p.display());
+            bail!(
+                "{}: no scenario (a folder with truth.json) here",
+                p.display()
+            );
         }
         found.sort();
         out.extend(found);
@@ -421,19 +472,26 @@ fn config_check(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn twin_serve(data: Vec<PathBuf>, listen: &str, secret: Option<String>) -> Result<ExitCode> {
+/// `tls`: `None` for plain HTTP, `Some(ca_out)` for HTTPS.
+async fn twin_serve(
+    data: Vec<PathBuf>,
+    listen: &str,
+    secret: Option<String>,
+    tls: Option<Option<PathBuf>>,
+) -> Result<ExitCode> {
     init_logs(&Settings::default())?;
     let secret = secret.unwrap_or_else(|| {
         (0..32)
             .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
             .collect()
     });
-    let config = culprit_mde_twin::TwinConfig::single_tenant(
+    let mut config = culprit_mde_twin::TwinConfig::single_tenant(
         pipeline::TWIN_TENANT_ID,
         pipeline::TWIN_CLIENT_ID,
         &secret,
         data,
     );
+    config.tls.enabled = tls.is_some();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("--listen {listen}"))?;
@@ -441,18 +499,32 @@ async fn twin_serve(data: Vec<PathBuf>, listen: &str, secret: Option<String>) ->
     let shutdown = culprit_runtime::Shutdown::new();
     shutdown.install_signal_handlers();
     eprintln!("twin serving on {}", twin.base_url());
+    if let (Some(ca_out), Some(pem)) = (tls, twin.ca_pem()) {
+        let path = ca_out.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("culprit-twin-ca-{}.pem", twin.addr().port()))
+        });
+        std::fs::write(&path, pem).with_context(|| format!("--ca-out {}", path.display()))?;
+        eprintln!(
+            "  CA certificate {} (set tls.ca_file to it)",
+            path.display()
+        );
+        eprintln!("  answers for    {}", twin.tls_hosts().join(", "));
+    }
     eprintln!("  tenant_id     {}", pipeline::TWIN_TENANT_ID);
     eprintln!("  client_id     {}", pipeline::TWIN_CLIENT_ID);
     eprintln!("  client_secret {secret}");
-    eprintln!("  (set [tenants.NAME.endpoints] login/graph/mde_api to {})", twin.base_url());
+    eprintln!(
+        "  (set [tenants.NAME.endpoints] login/graph/mde_api to {})",
+        twin.base_url()
+    );
     shutdown.triggered().await;
     twin.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
 fn kql_check(corpus: &Path, tables: Option<&Path>, format: Format) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(corpus)
-        .with_context(|| format!("reading {}", corpus.display()))?;
+    let text =
+        std::fs::read_to_string(corpus).with_context(|| format!("reading {}", corpus.display()))?;
     let db = match tables {
         Some(dir) => Some(
             culprit_mde_twin::LoadedData::load(&[dir.to_path_buf()])
@@ -489,7 +561,10 @@ async fn mde_check(config: &Path, only: Option<&str>) -> Result<ExitCode> {
     settings.validate()?;
     init_logs(&settings)?;
     if settings.tenants.is_empty() {
-        bail!("{}: names no tenant: add a [tenants.NAME] section", config.display());
+        bail!(
+            "{}: names no tenant: add a [tenants.NAME] section",
+            config.display()
+        );
     }
     let mut all_ok = true;
     for (name, t) in &settings.tenants {
@@ -501,5 +576,29 @@ async fn mde_check(config: &Path, only: Option<&str>) -> Result<ExitCode> {
         all_ok &= lines.iter().all(|l| l.ok);
         print!("{}", crate::mde_check::render(name, &lines));
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn keys_create(scopes: &[String], tenants: &[String], id: Option<&str>) -> Result<ExitCode> {
+    let scopes = scopes
+        .iter()
+        .map(|s| {
+            s.parse::<culprit_gateway::Scope>()
+                .map_err(|e| anyhow::anyhow!("--scopes {s:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let created = match id {
+        Some(id) => culprit_gateway::create_key_with_id(id, &scopes, tenants)?,
+        None => culprit_gateway::create_key(&scopes, tenants)?,
+    };
+    use secrecy::ExposeSecret;
+    println!("key (shown once; give it to the client as `authorization: Bearer <key>`):");
+    println!("  {}", created.key.expose_secret());
+    println!("add to gateway.api_keys in the configuration:");
+    println!("  {}", created.config_line);
+    Ok(ExitCode::SUCCESS)
 }

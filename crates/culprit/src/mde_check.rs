@@ -16,13 +16,21 @@ pub struct CheckLine {
 /// The roles each part of Culprit needs, by audience.
 fn needed(api: HuntingApi) -> Vec<(Audience, &'static str, &'static str)> {
     let hunting = match api {
-        HuntingApi::Graph => (Audience::Graph, "ThreatHunting.Read.All", "hunting (Microsoft Graph)"),
+        HuntingApi::Graph => (
+            Audience::Graph,
+            "ThreatHunting.Read.All",
+            "hunting (Microsoft Graph)",
+        ),
         HuntingApi::Mde => (Audience::Mde, "AdvancedQuery.Read.All", "hunting (MDE API)"),
     };
     vec![
         hunting,
         (Audience::Mde, "Machine.Read.All", "device look-ups"),
-        (Audience::Mde, "Machine.Isolate", "isolation (response actions)"),
+        (
+            Audience::Mde,
+            "Machine.Isolate",
+            "isolation (response actions)",
+        ),
     ]
 }
 
@@ -60,7 +68,11 @@ pub async fn check(client: &MdeClient) -> Vec<CheckLine> {
         Ok(r) => CheckLine {
             what: "one hunting query".into(),
             ok: true,
-            detail: format!("answered ({} row{})", r.table.len(), if r.table.len() == 1 { "" } else { "s" }),
+            detail: format!(
+                "answered ({} row{})",
+                r.table.len(),
+                if r.table.len() == 1 { "" } else { "s" }
+            ),
         },
         Err(e) => CheckLine {
             what: "one hunting query".into(),
@@ -73,7 +85,11 @@ pub async fn check(client: &MdeClient) -> Vec<CheckLine> {
         Ok(m) => CheckLine {
             what: "one machine look-up".into(),
             ok: true,
-            detail: format!("answered ({} machine{})", m.len(), if m.len() == 1 { "" } else { "s" }),
+            detail: format!(
+                "answered ({} machine{})",
+                m.len(),
+                if m.len() == 1 { "" } else { "s" }
+            ),
         },
         Err(e) => CheckLine {
             what: "one machine look-up".into(),
@@ -106,7 +122,10 @@ pub fn render(tenant: &str, lines: &[CheckLine]) -> String {
         if failed == 0 {
             "everything Culprit needs works".to_owned()
         } else {
-            format!("{failed} check{} failed", if failed == 1 { "" } else { "s" })
+            format!(
+                "{failed} check{} failed",
+                if failed == 1 { "" } else { "s" }
+            )
         }
     );
     out

@@ -44,7 +44,9 @@ pub async fn start_twin(name: &str, dirs: Vec<PathBuf>) -> Result<TwinTenant> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding a loopback port for the twin")?;
-    let twin = Twin::start(config, listener).await.context("starting the twin")?;
+    let twin = Twin::start(config, listener)
+        .await
+        .context("starting the twin")?;
     let base = Url::parse(&twin.base_url()).context("twin URL")?;
     let portal = Cloud::Commercial.endpoints().portal;
     let mut cfg = ClientConfig::new(
@@ -150,6 +152,7 @@ pub fn configured_client(name: &str, t: &culprit_settings::TenantSettings) -> Re
     };
     cfg.timeout = std::time::Duration::from_secs(t.request_timeout_secs);
     cfg.danger_accept_invalid_certs = t.tls.danger_accept_invalid_certs;
+    cfg.ca_file = Some(PathBuf::from(&t.tls.ca_file)).filter(|_| !t.tls.ca_file.is_empty());
     cfg.proxy = Some(t.proxy.clone()).filter(|p| !p.is_empty());
     let mut endpoints = cloud.endpoints();
     let e = &t.endpoints;

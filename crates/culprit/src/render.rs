@@ -44,10 +44,8 @@ pub fn summary_line(c: &Correlation, style: Style) -> String {
                 "{} (PID {}) confidence {:.2}",
                 p.file_name, p.process_id, p.confidence
             );
-            if let Some(rc) = &c.root_cause {
-                if rc.process_id != p.process_id || rc.file_name != p.file_name {
-                    let _ = write!(s, ", root cause {} (PID {})", rc.file_name, rc.process_id);
-                }
+            if let Some(rc) = other_root_cause(c, p) {
+                let _ = write!(s, ", root cause {} (PID {})", rc.file_name, rc.process_id);
             }
             s
         }
@@ -153,22 +151,23 @@ fn probable(out: &mut String, c: &Correlation, p: &ProcessAnswer, style: Style) 
             .unwrap_or_default(),
     );
     if let Some(parent) = &p.parent {
-        let pid = parent.process_id.map(|x| format!(" (PID {x})")).unwrap_or_default();
+        let pid = parent
+            .process_id
+            .map(|x| format!(" (PID {x})"))
+            .unwrap_or_default();
         field(out, "Parent", &format!("{}{pid}", parent.file_name));
     }
     for (i, r) in p.reasons.iter().enumerate() {
         field(out, if i == 0 { "Why" } else { "" }, r);
     }
-    if let Some(rc) = &c.root_cause {
-        if rc.process_id != p.process_id || rc.file_name != p.file_name {
-            field(
-                out,
-                "Root cause",
-                &format!("{} (PID {})", rc.file_name, rc.process_id),
-            );
-            for r in rc.reasons.iter().take(2) {
-                field(out, "", r);
-            }
+    if let Some(rc) = other_root_cause(c, p) {
+        field(
+            out,
+            "Root cause",
+            &format!("{} (PID {})", rc.file_name, rc.process_id),
+        );
+        for r in rc.reasons.iter().take(2) {
+            field(out, "", r);
         }
     }
     if !p.process_tree.is_empty() {
@@ -201,7 +200,11 @@ fn others(out: &mut String, c: &Correlation, style: Style) {
     if rest.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\n{}", style.bold("OTHER PROCESSES ON THE HOST IN THE WINDOW"));
+    let _ = writeln!(
+        out,
+        "\n{}",
+        style.bold("OTHER PROCESSES ON THE HOST IN THE WINDOW")
+    );
     for (i, x) in rest.iter().enumerate() {
         let why = x.reasons.first().map(String::as_str).unwrap_or("");
         let _ = writeln!(
@@ -215,6 +218,11 @@ fn others(out: &mut String, c: &Correlation, style: Style) {
             style.dim(why)
         );
     }
+}
+
+/// The root cause when it is another process than the probable one.
+fn other_root_cause<'a>(c: &'a Correlation, p: &ProcessAnswer) -> Option<&'a ProcessAnswer> {
+    c.root_cause.as_ref().filter(|rc| !same_process(rc, p))
 }
 
 fn same_process(a: &ProcessAnswer, b: &ProcessAnswer) -> bool {

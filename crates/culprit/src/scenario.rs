@@ -28,7 +28,10 @@ pub fn detections(dir: &Path, feed: Feed, tenant: &str) -> Result<Loaded> {
         Feed::Suricata => {
             let path = ndr.join("suricata_eve.jsonl");
             let bytes = read(&path)?;
-            Ok(collect(&path, culprit_ingest::suricata::parse_lines(&bytes, tenant)))
+            Ok(collect(
+                &path,
+                culprit_ingest::suricata::parse_lines(&bytes, tenant),
+            ))
         }
         Feed::Zeek => {
             let notice = ndr.join("zeek").join("notice.log");
@@ -38,7 +41,10 @@ pub fn detections(dir: &Path, feed: Feed, tenant: &str) -> Result<Loaded> {
                     notice.display()
                 );
             }
-            let mut loaded = collect(&notice, culprit_ingest::zeek::parse_notice(&read(&notice)?, tenant));
+            let mut loaded = collect(
+                &notice,
+                culprit_ingest::zeek::parse_notice(&read(&notice)?, tenant),
+            );
             // conn.log, where present, adds each notice's connection details.
             let conn = ndr.join("zeek").join("conn.log");
             if conn.is_file() {

@@ -30,9 +30,28 @@ pub enum Role {
 /// How long in-flight work may take to finish after SIGTERM.
 const GRACE: Duration = Duration::from_secs(30);
 
+/// Runs until SIGTERM or Ctrl-C, then drains.
 pub async fn serve(settings: Settings, role: Option<Role>) -> Result<()> {
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers();
+    let gateway = match role {
+        None | Some(Role::Gateway) => Some(
+            tokio::net::TcpListener::bind(&settings.gateway.listen)
+                .await
+                .with_context(|| format!("gateway.listen {}", settings.gateway.listen))?,
+        ),
+        _ => None,
+    };
+    serve_with(settings, role, shutdown, gateway).await
+}
+
+/// As [`serve`], with the stop signal and the gateway's listener given (tests bind port 0).
+pub async fn serve_with(
+    settings: Settings,
+    role: Option<Role>,
+    shutdown: Shutdown,
+    gateway: Option<tokio::net::TcpListener>,
+) -> Result<()> {
     let bus = bus(&settings, role).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stores = stores(&settings, clock.clone())?;
@@ -42,9 +61,6 @@ pub async fn serve(settings: Settings, role: Option<Role>) -> Result<()> {
             "--role ingest: the ingest service (webhook, syslog, API poller) is not built yet; \
              submit detections with `culprit correlate` or publish them to the detections exchange"
         );
-    }
-    if runs(Role::Gateway) && role.is_some() {
-        bail!("--role gateway: the gRPC gateway is not built yet");
     }
     if runs(Role::Hunter) {
         let backends = backends(&settings)?;
@@ -87,6 +103,18 @@ pub async fn serve(settings: Settings, role: Option<Role>) -> Result<()> {
             }
         });
     }
+    if let Some(listener) = gateway.filter(|_| runs(Role::Gateway)) {
+        let config = gateway_config(&settings, bus.clone(), &stores, clock.clone()).await?;
+        tracing::info!(listen = ?listener.local_addr().ok(), "gRPC gateway listening");
+        let sd = shutdown.clone();
+        shutdown.spawn(async move {
+            if let Err(e) =
+                culprit_gateway::serve(config, listener, async move { sd.triggered().await }).await
+            {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+    }
     tracing::info!(role = ?role, bus = %settings.bus.kind, store = %settings.store.kind, "serving");
     shutdown.triggered().await;
     match shutdown.drain(GRACE).await {
@@ -113,7 +141,9 @@ async fn bus(settings: &Settings, role: Option<Role>) -> Result<Arc<dyn Bus>> {
     match b.kind.as_str() {
         "in_process" => {
             if role.is_some() {
-                bail!("bus.kind = \"in_process\" needs every role in one process: drop --role or use rabbitmq");
+                bail!(
+                    "bus.kind = \"in_process\" needs every role in one process: drop --role or use rabbitmq"
+                );
             }
             Ok(Arc::new(InProcessBus::new(cfg)?))
         }
@@ -145,6 +175,49 @@ fn stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Stores> {
     }
 }
 
+async fn gateway_config(
+    settings: &Settings,
+    bus: Arc<dyn Bus>,
+    stores: &Stores,
+    clock: Arc<dyn Clock>,
+) -> Result<culprit_gateway::GatewayConfig> {
+    let gateway_stores: Arc<dyn culprit_gateway::stores::GatewayStores> =
+        match settings.store.kind.as_str() {
+            "memory" => Arc::new(culprit_gateway::stores::MemoryGatewayStores::from_settings(
+                &settings.gateway,
+            )),
+            _ => Arc::new(
+                culprit_gateway::stores::RedisGatewayStores::connect_with_settings(
+                    settings.store.url.expose_secret(),
+                    &settings.store.key_prefix,
+                    &settings.gateway,
+                )
+                .await?,
+            ),
+        };
+    let mde = settings
+        .tenants
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), pipeline::configured_client(name, t)?)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    Ok(culprit_gateway::GatewayConfig {
+        settings: settings.gateway.clone(),
+        handles: culprit_gateway::Handles {
+            results: stores.results.clone(),
+            idempotency: stores.idempotency.clone(),
+            publisher: bus.clone(),
+            subscriber: Some(bus.clone()),
+            stores: gateway_stores,
+            mde,
+            probes: vec![
+                Arc::new(culprit_gateway::StoreProbe(stores.results.clone())),
+                Arc::new(culprit_gateway::BusProbe(bus)),
+            ],
+            clock,
+        },
+    })
+}
+
 fn backends(settings: &Settings) -> Result<BTreeMap<String, Arc<dyn HuntingBackend>>> {
     if settings.tenants.is_empty() {
         bail!("the configuration names no tenant: add a [tenants.NAME] section");
@@ -161,8 +234,8 @@ fn portals(settings: &Settings) -> Result<BTreeMap<String, Url>> {
         .tenants
         .iter()
         .map(|(name, t)| {
-            let client = pipeline::configured_client(name, t)
-                .with_context(|| format!("tenants.{name}"))?;
+            let client =
+                pipeline::configured_client(name, t).with_context(|| format!("tenants.{name}"))?;
             Ok((name.clone(), client.portal().clone()))
         })
         .collect()

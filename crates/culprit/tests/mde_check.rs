@@ -1,5 +1,6 @@
 //! `culprit mde check` against the twin: all green with every role, a named failure and a
 //! non-zero exit without `Machine.Isolate`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test failure report
 
 use std::path::Path;
 use std::process::Command;
@@ -73,12 +74,18 @@ async fn a_missing_role_is_named_and_fails_the_check() {
     let t = twin(roles).await;
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = run_check(&config_file(dir.path(), &t.base_url()));
-    assert!(!ok, "exit code is non-zero when a permission is missing:\n{out}");
+    assert!(
+        !ok,
+        "exit code is non-zero when a permission is missing:\n{out}"
+    );
     let line = out
         .lines()
         .find(|l| l.contains("Machine.Isolate"))
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(line.contains("FAIL") && line.contains("admin consent"), "{line}");
+    assert!(
+        line.contains("FAIL") && line.contains("admin consent"),
+        "{line}"
+    );
     assert!(out.contains("1 check failed"), "{out}");
     t.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The binary end to end: `culprit demo` and `culprit correlate --scenario … --format json`,
 //! scored against the scenarios' known answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test failure report
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,10 +43,15 @@ fn truth(dir: &Path) -> Truth {
 #[test]
 fn demo_prints_plain_panels_and_names_the_implant() {
     let (stdout, _) = culprit(&["demo"]);
-    assert!(!stdout.contains('\x1b'), "no colour when stdout is not a terminal");
+    assert!(
+        !stdout.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
     for id in ["2568", "2569", "2570"] {
         assert!(
-            stdout.lines().any(|l| l.starts_with(&format!("detection {id} "))),
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("detection {id} "))),
             "a summary line for {id}:\n{stdout}"
         );
     }
@@ -53,7 +59,10 @@ fn demo_prints_plain_panels_and_names_the_implant() {
         .lines()
         .find(|l| l.starts_with("detection 2569 "))
         .unwrap();
-    assert!(c2.contains("attributed") && c2.contains("winx64_payload.exe"), "{c2}");
+    assert!(
+        c2.contains("attributed") && c2.contains("winx64_payload.exe"),
+        "{c2}"
+    );
     assert!(stdout.contains("PROBABLE PROCESS"));
 }
 
@@ -64,14 +73,29 @@ fn bundled_scenario_matches_its_truth() {
     let t = truth(&dir);
     assert_eq!(answers.len(), t.detections.len());
     for a in &answers {
-        assert_eq!(a.status, Status::Attributed, "{}: {}", a.detection_id, a.explanation);
+        assert_eq!(
+            a.status,
+            Status::Attributed,
+            "{}: {}",
+            a.detection_id,
+            a.explanation
+        );
         assert!(a.links.is_some(), "portal links for {}", a.detection_id);
         assert!(a.hunting_query.is_some());
     }
     let s = score("lsass_01", &answers, &t);
     for d in &s.detections {
-        assert!(d.top1, "{}: expected {} got {}", d.detection_id, d.expected, d.answered);
-        assert_ne!(d.root_cause_correct, Some(false), "root cause of {}", d.detection_id);
+        assert!(
+            d.top1,
+            "{}: expected {} got {}",
+            d.detection_id, d.expected, d.answered
+        );
+        assert_ne!(
+            d.root_cause_correct,
+            Some(false),
+            "root cause of {}",
+            d.detection_id
+        );
     }
 }
 
@@ -85,7 +109,11 @@ fn every_shared_scenario_matches_its_truth() {
         .filter(|p| p.join("truth.json").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 9, "expected the whole corpus, found {}", dirs.len());
+    assert!(
+        dirs.len() >= 9,
+        "expected the whole corpus, found {}",
+        dirs.len()
+    );
     let mut wrong = Vec::new();
     let mut total = 0;
     for dir in &dirs {
@@ -102,7 +130,12 @@ fn every_shared_scenario_matches_its_truth() {
         }
     }
     assert!(total >= 22, "{total} detections scored");
-    assert!(wrong.is_empty(), "{} of {total} wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {total} wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 /// Suricata alerts carry each flow's own ports, so each alert names its flow's owner: the
@@ -113,7 +146,13 @@ fn suricata_alerts_attribute_each_flow_to_its_owner() {
     let dir = bundled();
     let dir = dir.to_string_lossy();
     let (stdout, _) = culprit(&[
-        "correlate", "--scenario", &dir, "--source", "suricata", "--format", "json",
+        "correlate",
+        "--scenario",
+        &dir,
+        "--source",
+        "suricata",
+        "--format",
+        "json",
     ]);
     let answers: Vec<Correlation> = stdout
         .lines()
@@ -121,12 +160,23 @@ fn suricata_alerts_attribute_each_flow_to_its_owner() {
         .collect();
     let mut owners = std::collections::BTreeMap::new();
     for a in &answers {
-        assert_eq!(a.status, Status::Attributed, "{}: {}", a.detection_id, a.explanation);
+        assert_eq!(
+            a.status,
+            Status::Attributed,
+            "{}: {}",
+            a.detection_id,
+            a.explanation
+        );
         let p = a.probable.as_ref().unwrap();
-        *owners.entry((p.file_name.clone(), p.process_id)).or_insert(0) += 1;
+        *owners
+            .entry((p.file_name.clone(), p.process_id))
+            .or_insert(0) += 1;
         if p.file_name == "svchost.exe" {
             let rc = a.root_cause.as_ref().unwrap();
-            assert_eq!((rc.file_name.as_str(), rc.process_id), ("winx64_payload.exe", 1988));
+            assert_eq!(
+                (rc.file_name.as_str(), rc.process_id),
+                ("winx64_payload.exe", 1988)
+            );
         }
     }
     let expected: std::collections::BTreeMap<(String, u32), i32> = [

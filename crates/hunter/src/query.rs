@@ -61,7 +61,10 @@ pub fn batch_query(batch: &[&Detection], reach: &Reach) -> Query {
     for (i, d) in batch.iter().enumerate() {
         let Some(ip) = d.host.ip else { continue };
         let ips = format!("ips{i}");
-        statements.push(let_stmt(&ips, scalar(Expr::Lit(Literal::Dynamic(ip_forms(ip))))));
+        statements.push(let_stmt(
+            &ips,
+            scalar(Expr::Lit(Literal::Dynamic(ip_forms(ip)))),
+        ));
         let ev = reach.events(d.window);
         let fa = reach.devices(d.window);
         resolvers.push(by_network_info(&ips, fa));
@@ -83,10 +86,7 @@ pub fn batch_query(batch: &[&Detection], reach: &Reach) -> Query {
     };
     statements.push(let_stmt("devices", devices));
 
-    let mut ops = vec![
-        where_(any_between(&event_spans)),
-        where_(in_devices()),
-    ];
+    let mut ops = vec![where_(any_between(&event_spans)), where_(in_devices())];
     for table in FACT_TABLES {
         ops.push(Operator::Union(Union {
             params: Vec::new(),
@@ -112,10 +112,7 @@ pub fn batch_query(batch: &[&Detection], reach: &Reach) -> Query {
         source: Source::Union(Union {
             params: Vec::new(),
             withsource: Some(TABLE_COLUMN.into()),
-            tables: EVENT_TABLES
-                .iter()
-                .map(|t| scalar(name(t)))
-                .collect(),
+            tables: EVENT_TABLES.iter().map(|t| scalar(name(t))).collect(),
             pos: Pos::default(),
         }),
         ops,

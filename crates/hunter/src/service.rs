@@ -79,7 +79,10 @@ impl HunterService {
         let mut by_tenant: BTreeMap<String, Vec<(Detection, Delivery)>> = BTreeMap::new();
         for d in deliveries {
             match decode_detection(&d.message.payload) {
-                Ok(det) => by_tenant.entry(det.tenant.clone()).or_default().push((det, d)),
+                Ok(det) => by_tenant
+                    .entry(det.tenant.clone())
+                    .or_default()
+                    .push((det, d)),
                 Err(reason) => settle(d.dead_letter(&reason).await),
             }
         }
@@ -104,7 +107,8 @@ impl HunterService {
                 }
             }
             let spend = || self.spend(&tenant);
-            let outcomes = hunt_batch(backend.as_ref(), detections, &self.config.reach, &spend).await;
+            let outcomes =
+                hunt_batch(backend.as_ref(), detections, &self.config.reach, &spend).await;
             for o in outcomes {
                 if let Some(d) = pending.remove(&o.detection.key()) {
                     self.finish(o, d).await;

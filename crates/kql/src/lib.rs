@@ -7,9 +7,9 @@
 pub mod ast;
 mod compile;
 pub mod corpus;
-pub mod load;
 mod eval;
 mod lexer;
+pub mod load;
 mod ops;
 mod parser;
 pub mod printer;
@@ -147,4 +147,3 @@ pub(crate) fn literal_value(l: &ast::Literal) -> Value {
         },
     }
 }
-

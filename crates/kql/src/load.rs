@@ -144,7 +144,6 @@ fn looks_like_datetime(s: &str) -> bool {
         && Timestamp::parse(s).is_ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,12 @@
 //! One listener serves every host; point the client's login, Graph and MDE base URLs at
 //! [`TwinHandle::base_url`].
 //!
+//! With [`TwinConfig::with_tls`] (`[tls] enabled = true`) the listener speaks HTTPS only, with a
+//! certificate signed by a CA generated at start-up ([`TwinHandle::ca_pem`]) that covers
+//! [`DEFAULT_TLS_HOSTS`] (loopback and the public Microsoft hosts, for tests that route those
+//! through a proxy to the twin) plus `tls.extra_hosts`; `base_url` and the OpenID
+//! configuration then say `https://`.
+//!
 //! | endpoint | notes |
 //! |---|---|
 //! | `POST /{tenant}/oauth2/v2.0/token` | form `grant_type=client_credentials`, `client_id`, `client_secret` (or HTTP Basic), `scope=<resource>/.default` |

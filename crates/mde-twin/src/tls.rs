@@ -92,7 +92,9 @@ pub(crate) fn generate(extra_hosts: &[String]) -> Result<TwinTls, TwinError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| tls_error("server certificate", e))?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: the workspace builds axum without `http2`, so offering h2 would strand
+    // clients (curl) that pick it.
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TwinTls {
         ca_pem: ca_cert.pem(),
         hosts,

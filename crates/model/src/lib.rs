@@ -10,7 +10,9 @@ pub mod telemetry;
 pub mod timestamp;
 
 pub use correlation::{Correlation, ProcessAnswer, Status};
-pub use detection::{Detection, DetectionKey, Direction, Flow, HostRef, Session, SourceKind, Window};
+pub use detection::{
+    Detection, DetectionKey, Direction, Flow, HostRef, Session, SourceKind, Window,
+};
 pub use table::{Column, KustoType, Table, Value};
 pub use telemetry::{ProcessKey, Telemetry};
 pub use timestamp::{Duration, Timestamp};

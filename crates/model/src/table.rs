@@ -168,9 +168,9 @@ impl Value {
             (KustoType::DateTime, J::String(s)) => Timestamp::parse(s)
                 .map(Value::DateTime)
                 .unwrap_or(Value::Null),
-            (KustoType::TimeSpan, J::String(s)) => {
-                parse_timespan(s).map(Value::TimeSpan).unwrap_or(Value::Null)
-            }
+            (KustoType::TimeSpan, J::String(s)) => parse_timespan(s)
+                .map(Value::TimeSpan)
+                .unwrap_or(Value::Null),
             (KustoType::Object, J::String(s)) => {
                 if s.is_empty() {
                     Value::Null
@@ -365,7 +365,12 @@ mod tests {
 
     #[test]
     fn timespans_round_trip() {
-        for s in ["00:05:00", "1.02:00:00", "-00:00:01.5000000", "00:00:00.0000001"] {
+        for s in [
+            "00:05:00",
+            "1.02:00:00",
+            "-00:00:01.5000000",
+            "00:00:00.0000001",
+        ] {
             let d = parse_timespan(s).unwrap();
             assert_eq!(format_timespan(d), s);
         }
@@ -378,8 +383,14 @@ mod tests {
     fn cells_follow_their_column_type() {
         use serde_json::json;
         assert_eq!(Value::from_json(KustoType::Int64, &json!(5)), Value::Int(5));
-        assert_eq!(Value::from_json(KustoType::Int64, &json!("7")), Value::Int(7));
-        assert_eq!(Value::from_json(KustoType::Int64, &json!(null)), Value::Null);
+        assert_eq!(
+            Value::from_json(KustoType::Int64, &json!("7")),
+            Value::Int(7)
+        );
+        assert_eq!(
+            Value::from_json(KustoType::Int64, &json!(null)),
+            Value::Null
+        );
         assert_eq!(
             Value::from_json(KustoType::Object, &json!("{\"a\":1}")),
             Value::Dynamic(json!({"a": 1}))
@@ -389,7 +400,10 @@ mod tests {
             Value::from_json(KustoType::DateTime, &json!("2023-08-16T04:54:30.9870000Z")),
             Value::DateTime(_)
         ));
-        assert_eq!(Value::from_json(KustoType::DateTime, &json!("garbage")), Value::Null);
+        assert_eq!(
+            Value::from_json(KustoType::DateTime, &json!("garbage")),
+            Value::Null
+        );
     }
 
     #[test]

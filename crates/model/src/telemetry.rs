@@ -188,7 +188,11 @@ impl Row<'_> {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => String::new(),
             Some(Value::Dynamic(v)) => v.to_string(),
-            Some(other) => other.to_json().as_str().map(str::to_owned).unwrap_or_default(),
+            Some(other) => other
+                .to_json()
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_default(),
         }
     }
     fn time(&self, name: &str) -> Option<Timestamp> {
@@ -338,11 +342,9 @@ impl Row<'_> {
         let mut tags = Vec::new();
         for col in ["DeviceManualTags", "DeviceDynamicTags", "RegistryDeviceTag"] {
             match self.json(col) {
-                Some(serde_json::Value::Array(items)) => tags.extend(
-                    items
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned)),
-                ),
+                Some(serde_json::Value::Array(items)) => {
+                    tags.extend(items.iter().filter_map(|v| v.as_str().map(str::to_owned)))
+                }
                 _ => {
                     let s = self.string(col);
                     if !s.is_empty() && !s.starts_with('[') {

@@ -74,7 +74,10 @@ impl Shutdown {
         match tokio::time::timeout(grace, self.tasks.wait()).await {
             Ok(()) => Drained::Clean,
             Err(_) => {
-                tracing::warn!(tasks = self.tasks.len(), "grace period over; tasks still running");
+                tracing::warn!(
+                    tasks = self.tasks.len(),
+                    "grace period over; tasks still running"
+                );
                 Drained::TimedOut
             }
         }

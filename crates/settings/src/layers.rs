@@ -29,7 +29,10 @@ pub(crate) fn redact<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::
     s.serialize_str("<redacted>")
 }
 
-pub(crate) fn build(file: Option<&str>, env: &[(String, String)]) -> Result<Settings, SettingsError> {
+pub(crate) fn build(
+    file: Option<&str>,
+    env: &[(String, String)],
+) -> Result<Settings, SettingsError> {
     let mut root = toml::Table::new();
     if let Some(text) = file {
         let parsed: toml::Table = text
@@ -68,7 +71,9 @@ pub(crate) fn build(file: Option<&str>, env: &[(String, String)]) -> Result<Sett
 fn env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");
     match probe.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -97,7 +102,10 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -113,7 +121,10 @@ mod tests {
         let file = "[hunter]\nbatch_window_ms = 500\ncalls_per_minute = 30\n";
         let s = build(
             Some(file),
-            &env(&[("CULPRIT__HUNTER__CALLS_PER_MINUTE", "10"), ("CULPRIT__BUS__KIND", "rabbitmq")]),
+            &env(&[
+                ("CULPRIT__HUNTER__CALLS_PER_MINUTE", "10"),
+                ("CULPRIT__BUS__KIND", "rabbitmq"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.hunter.batch_window_ms, 500);
@@ -133,8 +144,11 @@ mod tests {
 
     #[test]
     fn missing_tenant_keys_are_named() {
-        let err = build(Some("[tenants.acme]\nclient_id = \"c\"\nclient_secret = \"s\"\n"), &[])
-            .unwrap_err();
+        let err = build(
+            Some("[tenants.acme]\nclient_id = \"c\"\nclient_secret = \"s\"\n"),
+            &[],
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("tenants.acme"), "{msg}");
         assert!(msg.contains("tenant_id"), "{msg}");
@@ -145,7 +159,10 @@ mod tests {
         let file = "[tenants.acme]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"\"\n";
         let s = build(
             Some(file),
-            &env(&[("CULPRIT__TENANTS__ACME__CLIENT_SECRET", "hunter2-very-secret")]),
+            &env(&[(
+                "CULPRIT__TENANTS__ACME__CLIENT_SECRET",
+                "hunter2-very-secret",
+            )]),
         )
         .unwrap();
         let t = &s.tenants["acme"];
@@ -156,9 +173,16 @@ mod tests {
 
     #[test]
     fn invalid_values_are_listed_by_key() {
-        let s = build(Some("[bus]\nkind = \"kafka\"\n[store]\nkind = \"etcd\"\n"), &[]).unwrap();
+        let s = build(
+            Some("[bus]\nkind = \"kafka\"\n[store]\nkind = \"etcd\"\n"),
+            &[],
+        )
+        .unwrap();
         let msg = s.validate().unwrap_err().to_string();
-        assert!(msg.contains("bus.kind") && msg.contains("store.kind"), "{msg}");
+        assert!(
+            msg.contains("bus.kind") && msg.contains("store.kind"),
+            "{msg}"
+        );
     }
 }
 
@@ -180,7 +204,9 @@ mod example_file {
             .parse()
             .unwrap();
         for (section, keys) in &defaults {
-            let Some(keys) = keys.as_table() else { continue };
+            let Some(keys) = keys.as_table() else {
+                continue;
+            };
             let in_file = file[section].as_table().unwrap();
             for k in keys.keys() {
                 assert!(in_file.contains_key(k), "{section}.{k} is not documented");

@@ -362,10 +362,30 @@ impl Settings {
                 problems.push(format!("{key}: {v:?} is not one of {allowed:?}"));
             }
         };
-        one_of("bus.kind", &self.bus.kind, &["in_process", "rabbitmq"], &mut problems);
-        one_of("store.kind", &self.store.kind, &["memory", "redis"], &mut problems);
-        one_of("correlator.scorer", &self.correlator.scorer, &["culprit", "baseline"], &mut problems);
-        one_of("telemetry.log_format", &self.telemetry.log_format, &["text", "json"], &mut problems);
+        one_of(
+            "bus.kind",
+            &self.bus.kind,
+            &["in_process", "rabbitmq"],
+            &mut problems,
+        );
+        one_of(
+            "store.kind",
+            &self.store.kind,
+            &["memory", "redis"],
+            &mut problems,
+        );
+        one_of(
+            "correlator.scorer",
+            &self.correlator.scorer,
+            &["culprit", "baseline"],
+            &mut problems,
+        );
+        one_of(
+            "telemetry.log_format",
+            &self.telemetry.log_format,
+            &["text", "json"],
+            &mut problems,
+        );
         if self.hunter.calls_per_minute == 0 || self.hunter.calls_per_hour == 0 {
             problems.push("hunter.calls_per_minute/calls_per_hour: must be at least 1".into());
         }
@@ -382,10 +402,23 @@ impl Settings {
             one_of(
                 &format!("{key}.cloud"),
                 &t.cloud,
-                &["commercial", "commercial_us", "commercial_eu", "commercial_uk", "gcc", "gcc_high", "dod"],
+                &[
+                    "commercial",
+                    "commercial_us",
+                    "commercial_eu",
+                    "commercial_uk",
+                    "gcc",
+                    "gcc_high",
+                    "dod",
+                ],
                 &mut problems,
             );
-            one_of(&format!("{key}.hunting_api"), &t.hunting_api, &["graph", "mde"], &mut problems);
+            one_of(
+                &format!("{key}.hunting_api"),
+                &t.hunting_api,
+                &["graph", "mde"],
+                &mut problems,
+            );
         }
         if problems.is_empty() {
             Ok(())

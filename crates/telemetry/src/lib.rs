@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        assert!(matches!(init("yaml", "info"), Err(TelemetryError::Format(_))));
+        assert!(matches!(
+            init("yaml", "info"),
+            Err(TelemetryError::Format(_))
+        ));
         let err = init("text", "info,[[[").unwrap_err();
         assert!(err.to_string().contains("telemetry.log_filter"), "{err}");
     }
