@@ -266,6 +266,15 @@ impl IdempotencyStore for MemoryStores {
             Ok(true)
         })
     }
+
+    fn forget<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            lock(&self.idempotency)
+                .entries
+                .remove(&(scope.to_owned(), key.to_owned()));
+            Ok(())
+        })
+    }
 }
 
 impl IpLedger for MemoryStores {

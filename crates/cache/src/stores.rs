@@ -125,6 +125,10 @@ pub trait IdempotencyStore: Send + Sync + Debug {
         key: &'a str,
         ttl: std::time::Duration,
     ) -> BoxFuture<'a, Result<bool, CacheError>>;
+
+    /// Gives a claim back, so the next `first_seen` is true again: for a caller whose work
+    /// after the claim failed (nothing may be lost behind a claim).
+    fn forget<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>>;
 }
 
 /// Which device held an IP address when. IPv4-mapped IPv6 addresses are the IPv4 address.

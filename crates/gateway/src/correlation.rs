@@ -335,12 +335,19 @@ impl CorrelationApi {
             let msg = Message::new(key.as_str(), payload)
                 .with_header(HEADER_SCHEMA_VERSION, DETECTION_SCHEMA_VERSION)
                 .with_priority(priority);
-            self.ctx
-                .h
-                .publisher
-                .publish(Topic::Detections, msg)
-                .await
-                .map_err(|e| unavailable("bus", &e))?;
+            if let Err(e) = self.ctx.h.publisher.publish(Topic::Detections, msg).await {
+                // Give the claim back so the client's retry publishes: nothing lost behind it.
+                if let Err(f) = self
+                    .ctx
+                    .h
+                    .idempotency
+                    .forget("gateway-submit", key.as_str())
+                    .await
+                {
+                    tracing::warn!(error = %f, key = %key, "could not release a submit claim");
+                }
+                return Err(unavailable("bus", &e));
+            }
         }
         Ok(pb::SubmittedDetection {
             detection_key: key.0,

@@ -426,4 +426,18 @@ impl IdempotencyStore for RedisStores {
             Ok(set.is_some())
         })
     }
+
+    fn forget<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            let k = self.key(&["idem", &enc(scope), &enc(key)]);
+            // Deleting twice is harmless, so this one may be retried.
+            let _: i64 = self
+                .run("idempotency", true, |mut c| {
+                    let k = k.clone();
+                    async move { cmd("DEL").arg(k).query_async(&mut c).await }
+                })
+                .await?;
+            Ok(())
+        })
+    }
 }

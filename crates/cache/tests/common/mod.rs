@@ -212,6 +212,14 @@ pub async fn idempotency_contract(store: &dyn IdempotencyStore) {
     assert!(store.first_seen("ingest:x", "y", ttl).await.unwrap());
     assert!(store.first_seen("ingest", "x:y", ttl).await.unwrap());
     assert!(store.first_seen("", "k", ttl).await.is_err());
+    // A claim given back (the work behind it failed) can be taken again, once.
+    store.forget("ingest", &key).await.unwrap();
+    assert!(store.first_seen("ingest", &key, ttl).await.unwrap());
+    assert!(!store.first_seen("ingest", &key, ttl).await.unwrap());
+    assert!(
+        !store.first_seen("hunter", &key, ttl).await.unwrap(),
+        "forgetting one scope leaves the others"
+    );
     assert!(
         store
             .first_seen("s", "k", std::time::Duration::ZERO)
