@@ -154,6 +154,7 @@ pub fn configured_client(name: &str, t: &culprit_settings::TenantSettings) -> Re
     cfg.danger_accept_invalid_certs = t.tls.danger_accept_invalid_certs;
     cfg.ca_file = Some(PathBuf::from(&t.tls.ca_file)).filter(|_| !t.tls.ca_file.is_empty());
     cfg.proxy = Some(t.proxy.clone()).filter(|p| !p.is_empty());
+    cfg.no_proxy = t.no_proxy.clone();
     let mut endpoints = cloud.endpoints();
     let e = &t.endpoints;
     for (field, value, slot) in [

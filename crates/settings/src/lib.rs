@@ -51,6 +51,9 @@ pub struct TenantSettings {
     /// `https://user:pass@proxy:3128`-style proxy for this tenant's calls; empty for none.
     #[serde(default)]
     pub proxy: String,
+    /// Hosts reached directly, not through `proxy` (loopback always is).
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
     #[serde(default = "defaults::request_timeout_secs")]
     pub request_timeout_secs: u64,
 }
