@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use culprit_model::{Column, KustoType, Table, Timestamp, Value};
+use culprit_model::{Column, KustoType, Table, Timestamp};
 
 /// A file that could not be read as a table; the reason names the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,18 +48,7 @@ pub fn load_table(name: &str, file: &Path) -> Result<Table, LoadError> {
         }
     };
     let mut table = Table::new(columns);
-    for_each_object(file, |obj| {
-        let row = table
-            .columns
-            .iter()
-            .map(|c| {
-                obj.get(&c.name)
-                    .map(|v| Value::from_json(c.ty, v))
-                    .unwrap_or(Value::Null)
-            })
-            .collect();
-        table.rows.push(row);
-    })?;
+    for_each_object(file, |obj| table.push_json_object(&obj))?;
     Ok(table)
 }
 

@@ -318,18 +318,24 @@ impl Table {
     ) -> Self {
         let mut t = Table::new(columns);
         for obj in objects {
-            let row = t
-                .columns
-                .iter()
-                .map(|c| {
-                    obj.get(&c.name)
-                        .map(|v| Value::from_json(c.ty, v))
-                        .unwrap_or(Value::Null)
-                })
-                .collect();
-            t.rows.push(row);
+            t.push_json_object(obj);
         }
         t
+    }
+
+    /// Appends one row from a JSON object keyed by column name (streaming loaders call this
+    /// a line at a time).
+    pub fn push_json_object(&mut self, obj: &serde_json::Map<String, serde_json::Value>) {
+        let row = self
+            .columns
+            .iter()
+            .map(|c| {
+                obj.get(&c.name)
+                    .map(|v| Value::from_json(c.ty, v))
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        self.rows.push(row);
     }
 
     /// Rows as JSON objects keyed by column name, as the hunting APIs' `results` are.
