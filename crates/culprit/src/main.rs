@@ -19,9 +19,18 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(culprit::cli::run(args, std::io::stdout().is_terminal())) {
         Ok(code) => code,
+        // A reader that stops early (`| head`) is not an error of ours.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

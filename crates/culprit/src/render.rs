@@ -207,11 +207,16 @@ fn others(out: &mut String, c: &Correlation, style: Style) {
     );
     for (i, x) in rest.iter().enumerate() {
         let why = x.reasons.first().map(String::as_str).unwrap_or("");
+        let name = if x.file_name.is_empty() {
+            "(name unknown)"
+        } else {
+            x.file_name.as_str()
+        };
         let _ = writeln!(
             out,
             "  {}  {:<22} {:>6}  {:>2} session{}  {}",
             i + 2,
-            x.file_name,
+            name,
             x.process_id,
             x.sessions_owned,
             if x.sessions_owned == 1 { " " } else { "s" },

@@ -400,7 +400,11 @@ impl Settings {
                 }
             }
             if secrecy::ExposeSecret::expose_secret(&t.client_secret).is_empty() {
-                problems.push(format!("{key}.client_secret: missing (empty)"));
+                problems.push(format!(
+                    "{key}.client_secret: missing (empty); set it in the file or in {}TENANTS__{}__CLIENT_SECRET",
+                    ENV_PREFIX,
+                    name.to_ascii_uppercase()
+                ));
             }
             one_of(
                 &format!("{key}.cloud"),
