@@ -134,6 +134,20 @@ pub trait HuntBudget: Send + Sync + Debug {
     ) -> BoxFuture<'a, Result<(), CacheError>>;
 
     fn limits(&self) -> BudgetLimits;
+
+    /// The hunting API asked for a pause (a 429 with `Retry-After`): no call for `tenant` is
+    /// granted before `until`, by any replica sharing this budget. A later hold wins.
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<(), CacheError>>;
+}
+
+/// How long a hold still blocks at `now`, if it does.
+pub(crate) fn held(until: Option<Timestamp>, now: Timestamp) -> Option<Spend> {
+    let until = until?;
+    (until > now).then(|| Spend::Wait((until - now).to_std()))
 }
 
 /// A sliding-window log, in ticks, sorted ascending.
@@ -227,6 +241,7 @@ impl SlidingLog {
 pub struct MemoryBudget {
     limits: BudgetLimits,
     logs: Mutex<HashMap<String, SlidingLog>>,
+    holds: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl MemoryBudget {
@@ -239,7 +254,26 @@ impl MemoryBudget {
         MemoryBudget {
             limits,
             logs: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(crate) fn hold_now(&self, tenant: &str, until: Timestamp) -> Result<(), CacheError> {
+        check_name("tenant", tenant)?;
+        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let h = holds.entry(tenant.to_owned()).or_insert(until);
+        *h = (*h).max(until);
+        Ok(())
+    }
+
+    fn hold_of(&self, tenant: &str, now: Timestamp) -> Option<Spend> {
+        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = holds.get(tenant).copied();
+        let out = held(until, now);
+        if out.is_none() && until.is_some() {
+            holds.remove(tenant);
+        }
+        out
     }
 
     fn with_log<T>(&self, tenant: &str, f: impl FnOnce(&mut SlidingLog) -> T) -> T {
@@ -255,6 +289,9 @@ impl MemoryBudget {
 
     pub(crate) fn spend_now(&self, tenant: &str, now: Timestamp) -> Result<Spend, CacheError> {
         check_name("tenant", tenant)?;
+        if let Some(wait) = self.hold_of(tenant, now) {
+            return Ok(wait);
+        }
         Ok(self.with_log(tenant, |log| log.try_spend(now, &self.limits)))
     }
 
@@ -295,6 +332,14 @@ impl HuntBudget for MemoryBudget {
 
     fn limits(&self) -> BudgetLimits {
         self.limits
+    }
+
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move { self.hold_now(tenant, until) })
     }
 }
 

@@ -181,6 +181,24 @@ impl HuntBudget for FallbackBudget {
     fn limits(&self) -> BudgetLimits {
         self.primary.limits()
     }
+
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            // Held locally in any case, so an outage does not forget the pause.
+            self.local.hold_now(tenant, until)?;
+            match self.primary.hold(tenant, until).await {
+                Err(e) if e.is_backend() => {
+                    tracing::warn!(error = %e, tenant, "could not share a hunting pause");
+                    Ok(())
+                }
+                other => other,
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +267,16 @@ mod tests {
         }
         fn limits(&self) -> BudgetLimits {
             self.inner.limits()
+        }
+        fn hold<'a>(
+            &'a self,
+            tenant: &'a str,
+            until: Timestamp,
+        ) -> BoxFuture<'a, Result<(), CacheError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.hold(tenant, until).await
+            })
         }
     }
 

@@ -24,6 +24,7 @@
 //!   and every replica restarting together, since then nobody remembers the old generation.
 
 mod budget;
+mod checkpoint;
 mod clock;
 mod error;
 mod fallback;
@@ -37,6 +38,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use budget::{BudgetLimits, HuntBudget, MemoryBudget, Remaining, Spend};
+pub use checkpoint::{CheckpointStore, MAX_CHECKPOINT_LEN, MemoryCheckpoints};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CacheError;
 pub use fallback::FallbackBudget;

@@ -183,6 +183,13 @@ impl HuntBudget for MemoryStores {
     fn limits(&self) -> BudgetLimits {
         self.budget.limits()
     }
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        self.budget.hold(tenant, until)
+    }
 }
 
 impl TelemetryCache for MemoryStores {
@@ -264,6 +271,15 @@ impl IdempotencyStore for MemoryStores {
             }
             seen.put(k, Vec::new(), now + Duration::from_std(ttl), now);
             Ok(true)
+        })
+    }
+
+    fn seen<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, CacheError>> {
+        Box::pin(async move {
+            check_name("scope", scope)?;
+            check_name("key", key)?;
+            let k = (scope.to_owned(), key.to_owned());
+            Ok(lock(&self.idempotency).get(&k, self.clock.now()).is_some())
         })
     }
 

@@ -126,6 +126,36 @@ pub trait IdempotencyStore: Send + Sync + Debug {
         ttl: std::time::Duration,
     ) -> BoxFuture<'a, Result<bool, CacheError>>;
 
+    /// [`first_seen`](Self::first_seen) for several keys of one scope, answered in order (a
+    /// key repeated in `keys` is first only once). The Redis store sends them in one round
+    /// trip. On an error no key of the call is left claimed (best effort: a claim whose
+    /// release also fails stays until `ttl`).
+    fn first_seen_many<'a>(
+        &'a self,
+        scope: &'a str,
+        keys: &'a [String],
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>, CacheError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                match self.first_seen(scope, key, ttl).await {
+                    Ok(first) => out.push(first),
+                    Err(e) => {
+                        for (k, _) in keys.iter().zip(&out).filter(|(_, first)| **first) {
+                            let _ = self.forget(scope, k).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Whether (scope, key) is claimed now, without claiming it.
+    fn seen<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, CacheError>>;
+
     /// Gives a claim back, so the next `first_seen` is true again: for a caller whose work
     /// after the claim failed (nothing may be lost behind a claim).
     fn forget<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>>;

@@ -21,6 +21,14 @@ async fn budget() {
 }
 
 #[tokio::test]
+async fn hold() {
+    common::hold_contract(&stores().1).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let bundle = culprit_cache::Stores::memory(clock, BudgetLimits::default()).unwrap();
+    common::hold_contract(bundle.budget.as_ref()).await;
+}
+
+#[tokio::test]
 async fn results() {
     common::results_contract(&stores().1).await;
 }

@@ -29,6 +29,31 @@ async fn results() {
 }
 
 #[tokio::test]
+async fn hold() {
+    with_prefix(|p| async move { common::hold_contract(&connect(&redis_url(), &p).await).await })
+        .await;
+}
+
+#[tokio::test]
+async fn a_hold_reaches_every_replica_and_survives_the_fallback() {
+    with_prefix(|p| async move {
+        let a = culprit_cache::Stores::redis(connect(&redis_url(), &p).await, 0.5).unwrap();
+        let b = culprit_cache::Stores::redis(connect(&redis_url(), &p).await, 0.5).unwrap();
+        common::hold_contract(a.budget.as_ref()).await;
+        a.budget
+            .hold("shared", T0 + Duration::from_seconds(20))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.budget.try_spend("shared", T0).await.unwrap(),
+            Spend::Wait(std::time::Duration::from_secs(20)),
+            "another replica sees the hold"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn idempotency() {
     with_prefix(
         |p| async move { common::idempotency_contract(&connect(&redis_url(), &p).await).await },

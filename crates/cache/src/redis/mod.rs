@@ -18,6 +18,7 @@ use crate::{
     TelemetryCache,
 };
 
+mod checkpoint;
 mod ledger;
 mod results;
 
@@ -308,6 +309,9 @@ impl HuntBudget for RedisStores {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Spend, CacheError>> {
         Box::pin(async move {
+            if let Some(wait) = crate::budget::held(self.hold_until(tenant).await?, now) {
+                return Ok(wait);
+            }
             let r = self.budget_call(tenant, now, "spend", &[]).await?;
             Ok(if r.granted {
                 Spend::Granted
@@ -344,6 +348,59 @@ impl HuntBudget for RedisStores {
 
     fn limits(&self) -> BudgetLimits {
         self.limits
+    }
+
+    fn hold<'a>(
+        &'a self,
+        tenant: &'a str,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            check_name("tenant", tenant)?;
+            let k = self.key(&["budget", &enc(tenant), "hold"]);
+            // The value is the end in the callers' clock; the TTL (a day at most) only keeps
+            // stale holds from piling up.
+            let until_us = micros(until);
+            self.run("hunt budget hold", true, |mut c| {
+                let k = k.clone();
+                async move {
+                    ::redis::Script::new(HOLD_SCRIPT)
+                        .key(k)
+                        .arg(until_us)
+                        .arg(HOLD_TTL_MS)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                }
+            })
+            .await
+            .map(drop)
+        })
+    }
+}
+
+/// Keeps the later of the stored and the new hold.
+const HOLD_SCRIPT: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+const HOLD_TTL_MS: u64 = 86_400_000;
+
+impl RedisStores {
+    /// The tenant's hold (see [`HuntBudget::hold`]), if one is stored.
+    async fn hold_until(&self, tenant: &str) -> Result<Option<Timestamp>, CacheError> {
+        check_name("tenant", tenant)?;
+        let k = self.key(&["budget", &enc(tenant), "hold"]);
+        let us: Option<i64> = self
+            .run("hunt budget hold", true, |mut c| {
+                let k = k.clone();
+                async move { cmd("GET").arg(k).query_async(&mut c).await }
+            })
+            .await?;
+        Ok(us.map(|us| Timestamp(us.saturating_mul(10))))
     }
 }
 
@@ -424,6 +481,71 @@ impl IdempotencyStore for RedisStores {
                 })
                 .await?;
             Ok(set.is_some())
+        })
+    }
+
+    fn first_seen_many<'a>(
+        &'a self,
+        scope: &'a str,
+        keys: &'a [String],
+        ttl: StdDuration,
+    ) -> BoxFuture<'a, Result<Vec<bool>, CacheError>> {
+        Box::pin(async move {
+            check_name("scope", scope)?;
+            for key in keys {
+                check_name("key", key)?;
+            }
+            let ms = check_ttl(ttl)?;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ks: Vec<String> = keys
+                .iter()
+                .map(|key| self.key(&["idem", &enc(scope), &enc(key)]))
+                .collect();
+            // One pipeline, not a transaction: each SET NX stands alone, as `first_seen` does.
+            // No retry, for the same reason as there.
+            let sets: Result<Vec<Option<String>>, CacheError> = self
+                .run("idempotency", false, |mut c| {
+                    let mut p = ::redis::pipe();
+                    for k in &ks {
+                        p.cmd("SET").arg(k).arg(1).arg("NX").arg("PX").arg(ms);
+                    }
+                    async move { p.query_async(&mut c).await }
+                })
+                .await;
+            match sets {
+                Ok(sets) => Ok(sets.into_iter().map(|s| s.is_some()).collect()),
+                Err(e) => {
+                    // Which SETs landed is unknown: release every key, so the sender's retry
+                    // publishes (a duplicate is absorbed downstream; a lost detection is not).
+                    let released = self
+                        .run("idempotency", true, |mut c| {
+                            let ks = ks.clone();
+                            async move { cmd("DEL").arg(ks).query_async::<i64>(&mut c).await }
+                        })
+                        .await;
+                    if let Err(f) = released {
+                        tracing::error!(error = %f, keys = ks.len(), "could not release ingest claims after a failed batch claim");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn seen<'a>(&'a self, scope: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, CacheError>> {
+        Box::pin(async move {
+            check_name("scope", scope)?;
+            check_name("key", key)?;
+            let k = self.key(&["idem", &enc(scope), &enc(key)]);
+            let n: i64 = self
+                .run("idempotency", true, |mut c| {
+                    let k = k.clone();
+                    async move { cmd("EXISTS").arg(k).query_async(&mut c).await }
+                })
+                .await?;
+            Ok(n > 0)
         })
     }
 

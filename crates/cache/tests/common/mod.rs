@@ -226,6 +226,79 @@ pub async fn idempotency_contract(store: &dyn IdempotencyStore) {
             .await
             .is_err()
     );
+    // Several keys in one call: answered in order, a repeated key first only once, and the
+    // claims are the same as `first_seen`'s.
+    let batch: Vec<String> = (0..3)
+        .map(|i| format!("b{i}-{:x}", rand::random::<u64>()))
+        .collect();
+    let mixed = vec![
+        batch[0].clone(),
+        key.clone(),
+        batch[1].clone(),
+        batch[0].clone(),
+    ];
+    assert_eq!(
+        store.first_seen_many("ingest", &mixed, ttl).await.unwrap(),
+        [true, false, true, false]
+    );
+    assert!(!store.first_seen("ingest", &batch[1], ttl).await.unwrap());
+    assert!(store.first_seen("ingest", &batch[2], ttl).await.unwrap());
+    assert!(
+        store
+            .first_seen_many("ingest", &[], ttl)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .first_seen_many("ingest", &[String::new()], ttl)
+            .await
+            .is_err(),
+        "an empty key is refused"
+    );
+    // `seen` looks without claiming.
+    let fresh = format!("seen-{:x}", rand::random::<u64>());
+    assert!(!store.seen("hunter", &fresh).await.unwrap());
+    assert!(
+        !store.seen("hunter", &fresh).await.unwrap(),
+        "looking claims nothing"
+    );
+    assert!(store.first_seen("hunter", &fresh, ttl).await.unwrap());
+    assert!(store.seen("hunter", &fresh).await.unwrap());
+    assert!(
+        !store.seen("ingest", &fresh).await.unwrap(),
+        "scopes are separate"
+    );
+    store.forget("hunter", &fresh).await.unwrap();
+    assert!(!store.seen("hunter", &fresh).await.unwrap());
+    assert!(store.seen("", "k").await.is_err());
+}
+
+/// A hold (the hunting API's `Retry-After`) stops every grant for the tenant until it ends;
+/// a shorter hold never shortens a longer one; other tenants are untouched.
+pub async fn hold_contract(b: &dyn HuntBudget) {
+    let tenant = format!("held-{:x}", rand::random::<u32>());
+    let other = format!("free-{:x}", rand::random::<u32>());
+    assert_eq!(b.try_spend(&tenant, T0).await.unwrap(), Spend::Granted);
+    b.hold(&tenant, T0 + Duration::from_seconds(30))
+        .await
+        .unwrap();
+    b.hold(&tenant, T0 + Duration::from_seconds(10))
+        .await
+        .unwrap();
+    let now = T0 + Duration::from_seconds(1);
+    assert_eq!(
+        b.try_spend(&tenant, now).await.unwrap(),
+        Spend::Wait(std_ms(29_000))
+    );
+    assert_eq!(b.try_spend(&other, now).await.unwrap(), Spend::Granted);
+    let end = T0 + Duration::from_seconds(30);
+    assert_eq!(b.try_spend(&tenant, end).await.unwrap(), Spend::Granted);
+    // The refused tries did not count: one call before the hold, one after.
+    let left = b.remaining(&tenant, end).await.unwrap();
+    assert_eq!(left.per_minute, 43);
+    assert!(b.hold("", end).await.is_err());
 }
 
 pub async fn ledger_contract(ledger: &dyn IpLedger) {
