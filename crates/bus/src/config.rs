@@ -205,6 +205,11 @@ impl Names {
         format!("{}.{}.dlq", self.prefix, queue.as_str())
     }
 
+    /// The queue where messages for `queue` wait `ms` milliseconds.
+    pub(crate) fn delay(&self, queue: &QueueName, ms: u64) -> String {
+        format!("{}.{}.delay.{ms}", self.prefix, queue.as_str())
+    }
+
     /// Retry queue `n`, 1-based.
     pub(crate) fn retry(&self, queue: &QueueName, n: usize) -> String {
         format!("{}.{}.retry.{n}", self.prefix, queue.as_str())

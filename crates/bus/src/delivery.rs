@@ -45,17 +45,20 @@ pub struct Delivery {
     pub queue: QueueName,
     max_attempts: u32,
     settle: Option<Box<dyn Settle>>,
+    /// `bus.consume`, in the publisher's trace.
+    span: tracing::Span,
 }
 
 impl Delivery {
     pub(crate) fn new(
-        message: Message,
+        mut message: Message,
         attempt: u32,
         redelivered: bool,
         queue: QueueName,
         max_attempts: u32,
         settle: Box<dyn Settle>,
     ) -> Self {
+        let span = crate::observe::incoming(&mut message, &queue, attempt, redelivered);
         Self {
             message,
             attempt,
@@ -63,7 +66,22 @@ impl Delivery {
             queue,
             max_attempts,
             settle: Some(settle),
+            span,
         }
+    }
+
+    /// The span of this delivery (`bus.consume`), whose parent is the publisher's span (W3C
+    /// trace context in the headers). Run the handling inside it
+    /// (`handle(d).instrument(d.span().clone())`), so what the handler publishes continues
+    /// the same trace.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// When the detection behind this message entered the system (trace baggage), for the
+    /// ingest-to-result latency.
+    pub fn ingested_at(&self) -> Option<std::time::SystemTime> {
+        culprit_telemetry::propagation::ingested_at(&self.message.headers)
     }
 
     fn take(&mut self) -> Result<(Box<dyn Settle>, Message), BusError> {
@@ -104,7 +122,11 @@ impl Delivery {
             crate::HEADER_QUEUE.to_owned(),
             self.queue.as_str().to_owned(),
         );
-        settle.dead_letter(message, self.attempt).await
+        let result = settle.dead_letter(message, self.attempt).await;
+        if result.is_ok() {
+            culprit_metrics::metrics().dead_lettered(self.queue.as_str(), reason);
+        }
+        result
     }
 }
 

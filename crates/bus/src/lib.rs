@@ -19,6 +19,13 @@
 //! a dropped [`Delivery`] is redelivered, [`Delivery::retry`] re-queues after a growing delay and
 //! dead-letters after `max_attempts`.
 //!
+//! Both implementations carry the trace: a publish adds the current span's W3C trace context
+//! (`traceparent`, `tracestate`, and `baggage` with the ingest time) unless the message has a
+//! `traceparent` already, and every [`Delivery`] opens a `bus.consume` span in the publisher's
+//! trace ([`Delivery::span`]); run the handling inside it so what it publishes stays in the
+//! trace. They also count publishes, deliveries, queue wait and dead letters in
+//! `culprit_metrics::metrics()`.
+//!
 //! # Use
 //!
 //! ```
@@ -60,6 +67,7 @@ mod delivery;
 mod error;
 mod memory;
 mod message;
+mod observe;
 mod rabbit;
 
 use std::fmt::Debug;
@@ -84,6 +92,47 @@ pub trait Publisher: Send + Sync + Debug {
     /// implementation retries until `publish_timeout`; a retried publish may reach consumers
     /// twice, which idempotent consumers tolerate.
     fn publish<'a>(&'a self, topic: Topic, msg: Message) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// Puts `msg` straight into `queue`'s dead-letter queue with `reason` (header
+    /// `x-culprit-reason`), confirmed like [`publish`](Publisher::publish): for input that never
+    /// became a message on a topic, such as an unparseable ingest record. The queue is declared
+    /// when it does not exist yet.
+    fn dead_letter<'a>(
+        &'a self,
+        queue: QueueName,
+        msg: Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// True while the broker refuses to read from this client (RabbitMQ `connection.blocked`,
+    /// raised by a memory or disk alarm): publishes would wait, so callers can push back at once.
+    fn blocked(&self) -> bool {
+        false
+    }
+
+    /// Puts `msg` into the work queue `queue` once `delay` (1 ms to 24 days) has passed, e.g. a
+    /// re-query for late telemetry. Resolves once confirmed. On RabbitMQ the message waits in
+    /// `{prefix}.{queue}.delay.{ms}` (a quorum queue per delay whose TTL dead-letters into the
+    /// work queue, declared on first use), so the wait survives restarts of the publisher and
+    /// of the broker; the in-process bus waits on tokio time.
+    fn publish_delayed<'a>(
+        &'a self,
+        queue: QueueName,
+        msg: Message,
+        delay: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), BusError>>;
+}
+
+/// The delay in whole milliseconds, checked like a retry delay.
+pub(crate) fn delay_ms(delay: std::time::Duration) -> Result<u64, BusError> {
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 || ms > u64::from(u32::MAX >> 1) {
+        return Err(BusError::InvalidInput {
+            field: "delay".into(),
+            reason: format!("{delay:?} is not between 1 ms and 24 days"),
+        });
+    }
+    Ok(ms)
 }
 
 /// Opens consumers on work queues.

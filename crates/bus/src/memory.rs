@@ -238,7 +238,68 @@ impl InProcessBus {
 
 impl Publisher for InProcessBus {
     fn publish<'a>(&'a self, topic: Topic, msg: Message) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(self.publish_now(topic, msg))
+        crate::observe::publish(topic, msg, move |m| Box::pin(self.publish_now(topic, m)))
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        queue: QueueName,
+        mut msg: Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            queue.validate()?;
+            msg.validate()?;
+            if self.is_shut_down() {
+                return Err(BusError::Closed);
+            }
+            msg.headers
+                .insert(HEADER_REASON.to_owned(), reason.to_owned());
+            msg.headers
+                .insert(crate::HEADER_QUEUE.to_owned(), queue.as_str().to_owned());
+            self.queue(&queue).push_dead(DeadLetter {
+                message: msg,
+                reason: reason.to_owned(),
+                attempts: 1,
+            });
+            culprit_metrics::metrics().dead_lettered(queue.as_str(), reason);
+            Ok(())
+        })
+    }
+
+    fn publish_delayed<'a>(
+        &'a self,
+        queue: QueueName,
+        msg: Message,
+        delay: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let msg = crate::observe::outgoing_delayed(msg, delay);
+            queue.validate()?;
+            msg.validate()?;
+            crate::delay_ms(delay)?;
+            let target = self.queue(&queue);
+            // The waiting message holds a slot of its queue, like a message in a delay queue.
+            let slot = tokio::select! {
+                slot = target.slots.clone().acquire_owned() => slot.map_err(|_| BusError::Closed)?,
+                () = shut_down(self.inner.shutdown.subscribe()) => return Err(BusError::Closed),
+            };
+            if self.is_shut_down() {
+                return Err(BusError::Closed);
+            }
+            let entry = Entry {
+                message: msg,
+                attempt: 1,
+                redelivered: false,
+                returns: 0,
+                slot,
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                target.push(entry, false);
+            });
+            Ok(())
+        })
     }
 }
 
@@ -356,6 +417,7 @@ impl Settle for MemSettle {
             // (it crashes its consumer) is poison.
             let reason = DELIVERY_LIMIT_REASON.to_owned();
             let message = message.with_header(HEADER_REASON, reason.clone());
+            culprit_metrics::metrics().dead_lettered(self.queue.name.as_str(), &reason);
             self.queue.push_dead(DeadLetter {
                 message,
                 reason,

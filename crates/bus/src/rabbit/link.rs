@@ -66,6 +66,16 @@ impl Shared {
         }
     }
 
+    /// The current connection is blocked by the broker (a resource alarm). A link being
+    /// replaced right now counts as not blocked: the publish will find out.
+    pub(crate) fn blocked(&self) -> bool {
+        self.link
+            .try_lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|l| l.conn.status().blocked()))
+            .unwrap_or(false)
+    }
+
     pub(crate) fn is_shut_down(&self) -> bool {
         *self.shutdown.borrow()
     }

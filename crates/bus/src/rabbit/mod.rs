@@ -76,6 +76,30 @@ impl RabbitBus {
         self.topology(&channel).delete_queue(queue).await
     }
 
+    /// Deletes the delay queues of `queue` for these delays (see
+    /// [`Publisher::publish_delayed`]), with any message still waiting in them.
+    pub async fn delete_delay_queues(
+        &self,
+        queue: &QueueName,
+        delays: &[std::time::Duration],
+    ) -> Result<(), BusError> {
+        queue.validate()?;
+        let link = self.link().await?;
+        let channel = open_channel(&link).await?;
+        for delay in delays {
+            let name = self.shared.names.delay(queue, crate::delay_ms(*delay)?);
+            channel
+                .queue_delete(
+                    convert::short("queue", &name)?,
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await
+                .map_err(|e| BusError::amqp(format!("delete queue {name}"), e))?;
+        }
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
     /// Shuts the bus down: consumers' `next()` returns `None`, unacked messages go back to
     /// their queues, publishes fail with [`BusError::Closed`].
     pub async fn close(&self) {
@@ -116,6 +140,83 @@ impl RabbitBus {
                 &msg.message_id,
             )
             .await
+    }
+
+    /// Publishes to the dlx with the dead-letter queue's name as routing key; a queue the
+    /// broker does not know (first use, or a broker that lost its state) is declared first.
+    async fn dead_letter_now(
+        &self,
+        queue: QueueName,
+        mut msg: Message,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        if self.shared.is_shut_down() {
+            return Err(BusError::Closed);
+        }
+        queue.validate()?;
+        msg.headers
+            .insert(crate::HEADER_REASON.to_owned(), reason.to_owned());
+        msg.headers
+            .insert(crate::HEADER_QUEUE.to_owned(), queue.as_str().to_owned());
+        msg.validate()?;
+        let props = convert::properties(&msg, 1)?;
+        let dlx = self.shared.names.dlx();
+        let dlq = self.shared.names.dlq(&queue);
+        let mut declared = false;
+        loop {
+            let sent = self
+                .shared
+                .publish(&dlx, &dlq, &msg.payload, props.clone(), &msg.message_id)
+                .await;
+            match sent {
+                Err(BusError::Unroutable { .. }) if !declared => {
+                    self.shared.remember(&queue, None);
+                    let link = self.link().await?;
+                    let channel = open_channel(&link).await?;
+                    self.topology(&channel).declare_queue(&queue).await?;
+                    let _ = channel.close(200, "declared".into()).await;
+                    declared = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Publishes to the dlx with the delay queue's name as routing key; the delay queue is
+    /// declared when the broker does not know it (first use, or a broker that lost its state).
+    async fn publish_delayed_now(
+        &self,
+        queue: QueueName,
+        msg: Message,
+        delay: std::time::Duration,
+    ) -> Result<(), BusError> {
+        if self.shared.is_shut_down() {
+            return Err(BusError::Closed);
+        }
+        queue.validate()?;
+        msg.validate()?;
+        let ms = crate::delay_ms(delay)?;
+        let props = convert::properties(&msg, 1)?;
+        let dlx = self.shared.names.dlx();
+        let name = self.shared.names.delay(&queue, ms);
+        let mut declared = false;
+        loop {
+            let sent = self
+                .shared
+                .publish(&dlx, &name, &msg.payload, props.clone(), &msg.message_id)
+                .await;
+            match sent {
+                Err(BusError::Unroutable { .. }) if !declared => {
+                    self.shared.remember(&queue, None);
+                    let link = self.link().await?;
+                    let channel = open_channel(&link).await?;
+                    self.topology(&channel).declare_delay(&queue, ms).await?;
+                    let _ = channel.close(200, "declared".into()).await;
+                    declared = true;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn read_dead_letters(
@@ -175,7 +276,37 @@ async fn open_channel(link: &Link) -> Result<lapin::Channel, BusError> {
 
 impl Publisher for RabbitBus {
     fn publish<'a>(&'a self, topic: Topic, msg: Message) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(self.publish_now(topic, msg))
+        crate::observe::publish(topic, msg, move |m| Box::pin(self.publish_now(topic, m)))
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        queue: QueueName,
+        msg: Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        let counted = queue.clone();
+        crate::observe::dead_letter(
+            &counted,
+            reason,
+            Box::pin(self.dead_letter_now(queue, msg, reason)),
+        )
+    }
+
+    fn blocked(&self) -> bool {
+        self.shared.blocked()
+    }
+
+    fn publish_delayed<'a>(
+        &'a self,
+        queue: QueueName,
+        msg: Message,
+        delay: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let msg = crate::observe::outgoing_delayed(msg, delay);
+            self.publish_delayed_now(queue, msg, delay).await
+        })
     }
 }
 

@@ -70,6 +70,16 @@ impl Topology<'_> {
         Ok(())
     }
 
+    /// The queue where messages wait `ms` before expiring into `queue` (declared with it).
+    pub(crate) async fn declare_delay(&self, queue: &QueueName, ms: u64) -> Result<(), BusError> {
+        self.declare_queue(queue).await?;
+        let name = self.names.delay(queue, ms);
+        let mut args = dead_lettering(&self.names.dlx(), &self.names.queue(queue));
+        args.insert("x-message-ttl".into(), int(ms));
+        self.quorum(&name, args).await?;
+        self.bind_key(&name, &self.names.dlx(), &name).await
+    }
+
     pub(crate) async fn bind(&self, queue: &QueueName, topic: Topic) -> Result<(), BusError> {
         let work = self.names.queue(queue);
         self.bind_key(&work, &self.names.exchange(topic), ALL_KEYS)
