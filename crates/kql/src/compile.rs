@@ -182,7 +182,7 @@ impl<'a> Ctx<'a> {
             Expr::Name(n) => {
                 matches!(self.lookup(n), Some(Binding::Table(_)))
                     || (self.lookup(n).is_none()
-                        && (self.db.get(n).is_some()
+                        && (self.db.contains(n)
                             || crate::schema::DEVICE_TABLES.contains(&n.as_str())))
             }
             _ => false,

@@ -11,19 +11,22 @@ use crate::scalar::{CExpr, ValueSet};
 use crate::values::{self, key_eq, type_of};
 use crate::{Database, EvalOptions, KqlError};
 
-/// A row, borrowed from a database table or built by an operator.
+/// A row built by an operator, shared between stages.
 #[derive(Clone, Debug)]
 pub(crate) enum Row<'a> {
-    Borrowed(&'a [Value]),
     Owned(Rc<[Value]>),
+    /// Never built: keeps the lifetime parameter that relations thread through the
+    /// operators (they borrow names and expressions from the query).
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
 }
 
 impl Deref for Row<'_> {
     type Target = [Value];
     fn deref(&self) -> &[Value] {
         match self {
-            Row::Borrowed(r) => r,
             Row::Owned(r) => r,
+            Row::Never(_) => &[],
         }
     }
 }
@@ -42,12 +45,6 @@ impl<'a> Rel<'a> {
             rows: Vec::new(),
         }
     }
-    fn from_table(t: &'a Table) -> Self {
-        Rel {
-            columns: t.columns.clone(),
-            rows: t.rows.iter().map(|r| Row::Borrowed(r.as_slice())).collect(),
-        }
-    }
     fn into_table(self, limit: Option<usize>) -> Table {
         let n = limit.unwrap_or(usize::MAX);
         Table {
@@ -58,27 +55,6 @@ impl<'a> Rel<'a> {
     pub(crate) fn col(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
-}
-
-/// Null string cells become `""`: in Kusto a string is never null
-/// (https://learn.microsoft.com/en-us/kusto/query/scalar-data-types/null-values).
-pub(crate) fn normalize_strings(mut table: Table) -> Table {
-    let string_cols: Vec<usize> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c.ty, KustoType::String | KustoType::Guid))
-        .map(|(i, _)| i)
-        .collect();
-    for row in &mut table.rows {
-        row.resize(table.columns.len(), Value::Null);
-        for &i in &string_cols {
-            if let Some(cell @ Value::Null) = row.get_mut(i) {
-                *cell = Value::String(String::new());
-            }
-        }
-    }
-    table
 }
 
 /// The null of a column type: `""` for strings.
@@ -252,9 +228,7 @@ impl<'a> Ctx<'a> {
                 Some(Binding::Table(_)) => true,
                 Some(Binding::Scalar(_)) => false,
                 Some(Binding::Func(..)) => true,
-                None => {
-                    self.db.get(n).is_some() || crate::schema::DEVICE_TABLES.contains(&n.as_str())
-                }
+                None => self.db.contains(n) || crate::schema::DEVICE_TABLES.contains(&n.as_str()),
             },
             Expr::Call { name, .. } => {
                 matches!(name.as_str(), "materialize" | "view" | "table")
@@ -320,14 +294,53 @@ impl<'a> Ctx<'a> {
     // ---- tabular ----
 
     pub(crate) fn eval_tabular(&mut self, t: &'a TabularExpr) -> R<Rel<'a>> {
-        let mut rel = self.eval_source(&t.source)?;
-        for op in &t.ops {
+        let mut ops = t.ops.iter();
+        let mut rel = match self.stored_table(&t.source) {
+            Some(table) => self.scan_prefix(table, &mut ops)?,
+            None => self.eval_source(&t.source)?,
+        };
+        for op in ops {
             if op_pos(op).line > 0 {
                 self.here = op_pos(op);
             }
             rel = self.apply(rel, op)?;
         }
         Ok(rel)
+    }
+
+    /// The stored table a source names directly (not through a `let` or a function).
+    fn stored_table(&self, s: &Source) -> Option<&'a crate::columnar::ColumnarTable> {
+        let db: &'a Database = self.db;
+        match s {
+            Source::Expr(Expr::Name(n)) if self.lookup(n).is_none() => db.table(n),
+            _ => None,
+        }
+    }
+
+    /// Runs the leading operators that work on columns, then builds the rows.
+    fn scan_prefix(
+        &mut self,
+        table: &'a crate::columnar::ColumnarTable,
+        ops: &mut std::slice::Iter<'a, Operator>,
+    ) -> R<Rel<'a>> {
+        let mut scan = crate::scan::Scan::new(table);
+        loop {
+            let Some(op) = ops.as_slice().first() else {
+                return Ok(scan.into_rel());
+            };
+            if op_pos(op).line > 0 {
+                self.here = op_pos(op);
+            }
+            match self.scan_apply(scan, op)? {
+                crate::scan::Step::Scan(s) => scan = s,
+                crate::scan::Step::Rel(rel) => {
+                    ops.next();
+                    return Ok(rel);
+                }
+                crate::scan::Step::Rows(s) => return Ok(s.into_rel()),
+            }
+            ops.next();
+        }
     }
 
     fn eval_source(&mut self, s: &'a Source) -> R<Rel<'a>> {
@@ -401,8 +414,8 @@ impl<'a> Ctx<'a> {
             Some(_) => return Err(semantic(pos, format!("'{n}' is a scalar, not a table"))),
             None => {}
         }
-        if let Some(t) = self.db.get(n) {
-            return Ok(Rel::from_table(t));
+        if let Some(t) = self.db.table(n) {
+            return Ok(crate::scan::Scan::new(t).into_rel());
         }
         match crate::schema::columns(n) {
             Some(cols) => Ok(Rel::empty(cols)),
@@ -811,7 +824,7 @@ pub(crate) fn wildcard(pattern: &str, name: &str) -> bool {
     true
 }
 
-fn matching(columns: &[Column], patterns: &[String], pos: Pos) -> R<Vec<usize>> {
+pub(crate) fn matching(columns: &[Column], patterns: &[String], pos: Pos) -> R<Vec<usize>> {
     let mut out = Vec::new();
     for p in patterns {
         let hits: Vec<usize> = columns

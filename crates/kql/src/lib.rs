@@ -5,6 +5,7 @@
 //! with Kusto's semantics (learn.microsoft.com/en-us/kusto/query/).
 
 pub mod ast;
+pub mod columnar;
 mod compile;
 pub mod corpus;
 mod eval;
@@ -14,6 +15,7 @@ mod ops;
 mod parser;
 pub mod printer;
 mod scalar;
+mod scan;
 pub mod schema;
 mod values;
 
@@ -56,10 +58,11 @@ impl KqlError {
     }
 }
 
-/// Named tables. Tables are shared (`Arc`), so cloning a database is cheap.
+/// Named tables, stored by column ([`columnar::ColumnarTable`]). Tables are shared (`Arc`),
+/// so cloning a database is cheap.
 #[derive(Clone, Debug, Default)]
 pub struct Database {
-    tables: BTreeMap<String, Arc<Table>>,
+    tables: BTreeMap<String, Arc<columnar::ColumnarTable>>,
 }
 
 impl Database {
@@ -70,19 +73,33 @@ impl Database {
     /// Adds or replaces a table. String cells that are null become `""`: Kusto strings have
     /// no null (https://learn.microsoft.com/en-us/kusto/query/scalar-data-types/null-values).
     pub fn insert(&mut self, name: impl Into<String>, table: Table) {
-        self.tables
-            .insert(name.into(), Arc::new(eval::normalize_strings(table)));
+        self.insert_columnar(name, columnar::ColumnarTable::from_table(table));
     }
 
-    pub fn get(&self, name: &str) -> Option<&Table> {
+    /// Adds or replaces a table already stored by column.
+    pub fn insert_columnar(&mut self, name: impl Into<String>, table: columnar::ColumnarTable) {
+        self.tables.insert(name.into(), Arc::new(table));
+    }
+
+    /// A copy of a table as rows (see [`Database::table`] for the stored form).
+    pub fn get(&self, name: &str) -> Option<Table> {
+        self.table(name).map(columnar::ColumnarTable::to_table)
+    }
+
+    /// The stored table.
+    pub fn table(&self, name: &str) -> Option<&columnar::ColumnarTable> {
         self.tables.get(name).map(|t| t.as_ref())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
     }
 
     /// Loads every `NAME.jsonl` of a folder (see [`load`]) as table NAME.
     pub fn from_dir(dir: &std::path::Path) -> Result<Database, load::LoadError> {
         let mut db = Database::new();
-        for (name, table) in load::load_dir(dir)? {
-            db.insert(name, table);
+        for (name, table) in load::load_dir_columnar(dir)? {
+            db.insert_columnar(name, table);
         }
         Ok(db)
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use culprit_model::{Column, KustoType, Table, Timestamp};
 
+use crate::columnar::{ColumnarBuilder, ColumnarTable};
+
 /// A file that could not be read as a table; the reason names the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
@@ -17,6 +19,44 @@ pub struct LoadError {
 
 /// Every `*.jsonl` in `dir`, each as the table named by its file stem.
 pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Table>, LoadError> {
+    let mut out = BTreeMap::new();
+    for (name, file) in jsonl_files(dir)? {
+        let table = load_table(&name, &file)?;
+        out.insert(name, table);
+    }
+    Ok(out)
+}
+
+/// As [`load_dir`], each table stored by column.
+pub fn load_dir_columnar(dir: &Path) -> Result<BTreeMap<String, ColumnarTable>, LoadError> {
+    let mut out = BTreeMap::new();
+    for (name, file) in jsonl_files(dir)? {
+        let table = load_table_columnar(&name, &file)?;
+        out.insert(name, table);
+    }
+    Ok(out)
+}
+
+/// As [`load_table`], straight into columns: no row of values is ever built.
+pub fn load_table_columnar(name: &str, file: &Path) -> Result<ColumnarTable, LoadError> {
+    let mut b = ColumnarBuilder::new(table_columns(name, file)?);
+    for_each_object(file, |obj| b.push_json_object(&obj))?;
+    Ok(b.finish())
+}
+
+fn table_columns(name: &str, file: &Path) -> Result<Vec<Column>, LoadError> {
+    Ok(match crate::schema::columns(name) {
+        Some(known) => known,
+        None => {
+            let mut inference = Inference::default();
+            for_each_object(file, |obj| inference.observe(&obj))?;
+            inference.columns
+        }
+    })
+}
+
+/// The `*.jsonl` files of a folder with their table names, in name order.
+fn jsonl_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|e| LoadError {
         path: dir.to_owned(),
         reason: format!("cannot list the folder: {e}"),
@@ -26,28 +66,18 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Table>, LoadError> {
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let mut out = BTreeMap::new();
-    for file in files {
-        let Some(name) = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        let table = load_table(&name, &file)?;
-        out.insert(name, table);
-    }
-    Ok(out)
+    Ok(files
+        .into_iter()
+        .filter_map(|f| {
+            let name = f.file_stem().and_then(|s| s.to_str())?.to_owned();
+            Some((name, f))
+        })
+        .collect())
 }
 
 /// Reads one table a line at a time: a million-row file is never held as JSON trees.
 pub fn load_table(name: &str, file: &Path) -> Result<Table, LoadError> {
-    let columns = match crate::schema::columns(name) {
-        Some(known) => known,
-        None => {
-            let mut inference = Inference::default();
-            for_each_object(file, |obj| inference.observe(&obj))?;
-            inference.columns
-        }
-    };
-    let mut table = Table::new(columns);
+    let mut table = Table::new(table_columns(name, file)?);
     for_each_object(file, |obj| table.push_json_object(&obj))?;
     Ok(table)
 }

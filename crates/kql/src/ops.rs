@@ -10,7 +10,7 @@ use crate::compile::AGGREGATES;
 use crate::eval::{
     Ctx, R, Rel, Row, coerce, default_name, finish, no_column, null_of, semantic, static_type,
 };
-use crate::scalar::CExpr;
+use crate::scalar::{CExpr, Cells};
 use crate::values::{FxMap, FxSet, compare, hash_many, hash_one, key_eq, to_json};
 
 // ---- summarize ----
@@ -134,7 +134,7 @@ impl AggSpec {
         }
     }
 
-    fn update(&self, st: &mut State, row: &[Value]) {
+    fn update<C: Cells + ?Sized>(&self, st: &mut State, row: &C) {
         if let Some(p) = self.pred_index()
             && !self.args.get(p).is_some_and(|c| c.test(row))
         {
@@ -208,7 +208,7 @@ impl AggSpec {
                     let cols = self
                         .cols
                         .iter()
-                        .map(|&i| row.get(i).cloned().unwrap_or_default())
+                        .map(|&i| row.cell(i).cloned().unwrap_or_default())
                         .collect();
                     *cur = Some((v.into_owned(), cols));
                 }
@@ -374,7 +374,24 @@ pub(crate) fn summarize<'a>(
     by: &'a [NamedExpr],
     pos: Pos,
 ) -> R<Rel<'a>> {
-    let schema = rel.columns.clone();
+    summarize_with(ctx, &rel.columns, aggs, by, pos, |f| {
+        for r in &rel.rows {
+            f(r);
+        }
+    })
+}
+
+/// `summarize` over rows that `each_row` hands out one at a time (a relation's rows, or the
+/// selected rows of a columnar table).
+pub(crate) fn summarize_with<'a>(
+    ctx: &mut Ctx<'a>,
+    schema: &[Column],
+    aggs: &'a [NamedExpr],
+    by: &'a [NamedExpr],
+    pos: Pos,
+    each_row: impl FnOnce(&mut dyn FnMut(&dyn Cells)),
+) -> R<Rel<'a>> {
+    let schema = schema.to_vec();
     let mut by_exprs = Vec::new();
     let mut by_cols = Vec::new();
     for (i, ne) in by.iter().enumerate() {
@@ -449,10 +466,8 @@ pub(crate) fn summarize<'a>(
     let mut buckets: FxMap<u64, Vec<usize>> = FxMap::default();
     let mut keys: Vec<Vec<Value>> = Vec::new();
     let mut states: Vec<Vec<State>> = Vec::new();
-    let mut kv: Vec<std::borrow::Cow<'_, Value>> = Vec::with_capacity(by_exprs.len());
-    for r in &rel.rows {
-        kv.clear();
-        kv.extend(by_exprs.iter().map(|c| c.eval(r)));
+    each_row(&mut |r: &dyn Cells| {
+        let kv: Vec<std::borrow::Cow<'_, Value>> = by_exprs.iter().map(|c| c.eval(r)).collect();
         let h = hash_many(kv.iter().map(|v| &**v));
         let bucket = buckets.entry(h).or_default();
         let g = match bucket
@@ -470,7 +485,7 @@ pub(crate) fn summarize<'a>(
         for (spec, st) in plan.specs.iter().zip(states[g].iter_mut()) {
             spec.update(st, r);
         }
-    }
+    });
     // Without `by`, an empty input still yields one row (count 0)
     // (https://learn.microsoft.com/en-us/kusto/query/summarize-operator).
     if by.is_empty() && keys.is_empty() {

@@ -451,7 +451,19 @@ fn expr(out: &mut String, e: &Expr, min: u8) {
         Expr::Name(n) => out.push_str(&ident(n)),
         Expr::Star => out.push('*'),
         Expr::Call { name, args, .. } => {
-            let _ = write!(out, "{}(", ident(name));
+            // A call's name was read bare (even a keyword such as `and` or `in~`, `$`, or a
+            // hyphenated operator name such as `parse-kv`); `["and"](...)` would not read back
+            // as a call.
+            let bare = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !"\"'()[]{},;|/".contains(c));
+            // `h(` is a call; `datetime(` and the like are literals.
+            if bare && (!is_literal_prefix(name) || matches!(name.as_str(), "h" | "H")) {
+                let _ = write!(out, "{name}(");
+            } else {
+                let _ = write!(out, "{}(", ident(name));
+            }
             expr_list(out, args);
             out.push(')');
         }
@@ -471,11 +483,16 @@ fn expr(out: &mut String, e: &Expr, min: u8) {
         }
         Expr::Unary { op, expr: inner } => {
             out.push(if *op == UnaryOp::Neg { '-' } else { '+' });
-            // `-(5)` keeps a negated literal distinct from a negative literal.
-            let min = if matches!(**inner, Expr::Lit(_) | Expr::Unary { .. }) {
-                PREC_POSTFIX + 1
-            } else {
-                PREC_UNARY
+            // `-(5)` keeps a negated literal distinct from a negative literal. A sign of a
+            // sign is spaced, not bracketed: brackets would nest deeper than the parser allows
+            // for a long chain it read.
+            let min = match **inner {
+                Expr::Lit(_) => PREC_POSTFIX + 1,
+                Expr::Unary { .. } => {
+                    out.push(' ');
+                    PREC_UNARY
+                }
+                _ => PREC_UNARY,
             };
             expr(out, inner, min);
         }
@@ -560,7 +577,9 @@ fn literal(out: &mut String, l: &Literal) {
             let _ = write!(out, "{r:?}");
         }
         Literal::Real(r) if r.is_nan() => out.push_str("real(nan)"),
-        Literal::Real(r) => out.push_str(if *r > 0.0 { "real(+inf)" } else { "real(-inf)" }),
+        // An infinite literal comes from a number too large for a double (`1e400`); `1e999`
+        // reads back as the same literal, where `real(+inf)` would be a typed literal.
+        Literal::Real(r) => out.push_str(if *r > 0.0 { "1e999" } else { "-1e999" }),
         Literal::String(s) => out.push_str(&quote_string(s)),
         Literal::DateTime(t) => out.push_str(&format_datetime(*t)),
         Literal::TimeSpan(d) => out.push_str(&format_timespan(*d)),

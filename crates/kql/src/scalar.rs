@@ -217,6 +217,35 @@ pub(crate) enum CExpr {
 
 type V<'r> = Cow<'r, Value>;
 
+/// The cells of one row as expressions read them: a row vector, or a row of a columnar table.
+pub(crate) trait Cells {
+    fn cell(&self, i: usize) -> Option<&Value>;
+}
+
+impl Cells for [Value] {
+    fn cell(&self, i: usize) -> Option<&Value> {
+        self.get(i)
+    }
+}
+
+impl<const N: usize> Cells for [Value; N] {
+    fn cell(&self, i: usize) -> Option<&Value> {
+        self.get(i)
+    }
+}
+
+impl Cells for Vec<Value> {
+    fn cell(&self, i: usize) -> Option<&Value> {
+        self.get(i)
+    }
+}
+
+impl Cells for crate::eval::Row<'_> {
+    fn cell(&self, i: usize) -> Option<&Value> {
+        self.get(i)
+    }
+}
+
 fn null<'r>() -> V<'r> {
     Cow::Owned(Value::Null)
 }
@@ -228,18 +257,63 @@ fn b<'r>(x: bool) -> V<'r> {
 }
 
 impl CExpr {
+    /// The columns the expression reads, added to `out`.
+    pub(crate) fn columns_used(&self, out: &mut Vec<usize>) {
+        let mut add = |e: &CExpr| e.columns_used(out);
+        match self {
+            CExpr::Col(i) => {
+                if !out.contains(i) {
+                    out.push(*i);
+                }
+            }
+            CExpr::Const(_) => {}
+            CExpr::Binary(_, l, r) | CExpr::Index(l, r) => {
+                add(l);
+                add(r);
+            }
+            CExpr::Neg(e) | CExpr::Member(e, _) => add(e),
+            CExpr::Str { left, right, .. } => {
+                add(left);
+                add(right);
+            }
+            CExpr::HasList { left, items, .. } => {
+                add(left);
+                items.iter().for_each(add);
+            }
+            CExpr::Regex { left, re, .. } => {
+                add(left);
+                if let Err(p) = re {
+                    add(p);
+                }
+            }
+            CExpr::In { expr, rows, .. } => {
+                add(expr);
+                rows.iter().for_each(add);
+            }
+            CExpr::Between {
+                expr, low, high, ..
+            } => {
+                add(expr);
+                add(low);
+                add(high);
+            }
+            CExpr::Call(_, args) => args.iter().for_each(add),
+            CExpr::Extract { text, .. } => add(text),
+        }
+    }
+
     pub(crate) fn is_const(&self) -> bool {
         matches!(self, CExpr::Const(_))
     }
 
     /// True when the predicate holds (null counts as false, as `where` treats it).
-    pub(crate) fn test(&self, row: &[Value]) -> bool {
+    pub(crate) fn test<C: Cells + ?Sized>(&self, row: &C) -> bool {
         self.truth(row) == Some(true)
     }
 
     /// A predicate's three-valued truth, without building values for `and`, `or` and
     /// comparisons: `where` runs this on every row.
-    fn truth(&self, row: &[Value]) -> Option<bool> {
+    fn truth<C: Cells + ?Sized>(&self, row: &C) -> Option<bool> {
         match self {
             CExpr::Binary(BinOp::And, l, r) => match l.truth(row) {
                 Some(false) => Some(false),
@@ -262,9 +336,9 @@ impl CExpr {
         }
     }
 
-    pub(crate) fn eval<'r>(&'r self, row: &'r [Value]) -> V<'r> {
+    pub(crate) fn eval<'r, C: Cells + ?Sized>(&'r self, row: &'r C) -> V<'r> {
         match self {
-            CExpr::Col(i) => row.get(*i).map_or_else(null, Cow::Borrowed),
+            CExpr::Col(i) => row.cell(*i).map_or_else(null, Cow::Borrowed),
             CExpr::Const(v) => Cow::Borrowed(v),
             CExpr::Binary(op, l, r) => binary(*op, l, r, row),
             CExpr::Neg(e) => owned(match &*e.eval(row) {
@@ -425,7 +499,7 @@ fn index(v: &Value, i: &Value) -> Value {
     }
 }
 
-fn logical(op: BinOp, l: &CExpr, r: &CExpr, row: &[Value]) -> Value {
+fn logical<C: Cells + ?Sized>(op: BinOp, l: &CExpr, r: &CExpr, row: &C) -> Value {
     let lv = l.eval(row).as_bool();
     let short = if op == BinOp::And {
         Some(false)
@@ -445,7 +519,7 @@ fn logical(op: BinOp, l: &CExpr, r: &CExpr, row: &[Value]) -> Value {
     }
 }
 
-fn binary<'r>(op: BinOp, l: &'r CExpr, r: &'r CExpr, row: &'r [Value]) -> V<'r> {
+fn binary<'r, C: Cells + ?Sized>(op: BinOp, l: &'r CExpr, r: &'r CExpr, row: &'r C) -> V<'r> {
     if matches!(op, BinOp::And | BinOp::Or) {
         return owned(logical(op, l, r, row));
     }
@@ -715,7 +789,7 @@ fn substring(s: &str, start: &Value, len: Option<&Value>) -> Value {
     Value::String(chars[st as usize..(st + l) as usize].iter().collect())
 }
 
-fn call<'r>(f: F, args: &'r [CExpr], row: &'r [Value]) -> V<'r> {
+fn call<'r, C: Cells + ?Sized>(f: F, args: &'r [CExpr], row: &'r C) -> V<'r> {
     let arg = |i: usize| args.get(i).map_or_else(null, |a| a.eval(row));
     let text = |i: usize| to_text(&arg(i)).into_owned();
     owned(match f {

@@ -251,3 +251,29 @@ fn hostile_values_are_errors_or_nulls_not_crashes() {
         );
     }
 }
+
+/// Found by the `kql_parse` fuzz target: a keyword or `$` read as a call's name (`and (...)`,
+/// `join $(...)`, `join parse-kv(...)`) was printed as `["and"](...)`, which does not read back; a long chain of signs
+/// was printed with a bracket per sign, deeper than the parser allows.
+#[test]
+fn fuzz_findings_print_back_to_the_same_query() {
+    for text in [
+        "//comment\nand (ProcessCommandLine contains \"rmdir\" or ProcessCommandLine contains \"del\")",
+        "print x = toupper(\"a\")",
+        "T | join $(U) on K",
+        "T | join parse-kv(U) on K",
+        "h(x) | take 1",
+        "T;in~(\"a\")",
+        "print x = 1e555, y = -1e400, z = real(+inf)",
+        "print x = - - -5, y = --(5), z = -+-a",
+    ] {
+        let q = parse(text).unwrap();
+        let printed = printer::print(&q);
+        assert_eq!(parse(&printed).ok(), Some(q), "{printed}");
+    }
+    // A chain of signs as long as the parser accepts prints back within its depth limit.
+    let chain = format!("print x = {}a", "-".repeat(90));
+    let q = parse(&chain).unwrap();
+    let printed = printer::print(&q);
+    assert_eq!(parse(&printed).ok(), Some(q), "{printed}");
+}
