@@ -52,7 +52,8 @@ impl TokenForm {
     }
 }
 
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+/// `Authorization: Basic` client credentials (RFC 6749 §2.3.1), as Entra and Vectra accept them.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = v.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD

@@ -17,7 +17,6 @@ use serde_json::{Value as Json, json};
 
 use crate::clock::to_real;
 use crate::config::{ROLE_ADVANCED_QUERY, ROLE_THREAT_HUNTING};
-use crate::data::filter_time;
 use crate::errors::{Api, ApiError};
 use crate::server::{ForcedExpiry, Shared, Tenant};
 
@@ -261,8 +260,8 @@ fn view(tenant: &Tenant, from: Timestamp, to: Timestamp) -> Database {
     }
     let mut db = Database::new();
     for name in tenant.db.table_names() {
-        if let Some(t) = tenant.db.get(&name) {
-            db.insert(name, filter_time(t, from, to));
+        if let Some(t) = tenant.db.table(&name) {
+            db.insert_columnar(name, t.filter_time(from, to));
         }
     }
     db

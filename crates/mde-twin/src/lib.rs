@@ -48,6 +48,7 @@ mod data;
 mod entra;
 mod errors;
 mod faults;
+pub mod generate;
 mod hunting;
 mod machines;
 mod machines_api;
@@ -55,6 +56,7 @@ mod quota;
 mod server;
 mod tls;
 mod token;
+pub mod vectra;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +74,9 @@ pub use config::{
 pub use data::LoadedData;
 pub use quota::WindowCounts;
 pub use tls::DEFAULT_TLS_HOSTS;
+pub use vectra::{
+    VectraClientConfig, VectraCounts, VectraTwin, VectraTwinConfig, VectraTwinHandle,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TwinError {

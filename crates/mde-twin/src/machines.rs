@@ -82,13 +82,14 @@ impl Inventory {
     pub fn from_database(db: &Database) -> Self {
         let mut builder = Builder::default();
         if let Some(t) = db.get("DeviceInfo") {
-            builder.device_info(t);
+            builder.device_info(&t);
         }
         if let Some(t) = db.get("DeviceNetworkInfo") {
-            builder.network_info(t);
+            builder.network_info(&t);
         }
-        if let Some(t) = db.get("DeviceNetworkEvents") {
-            builder.local_addresses(t);
+        // Only the three columns read: the events table may hold millions of rows.
+        if let Some(t) = db.table("DeviceNetworkEvents") {
+            builder.local_addresses(&t.to_table_columns(&["Timestamp", "DeviceId", "LocalIP"]));
         }
         builder.finish()
     }
