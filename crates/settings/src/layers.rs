@@ -184,6 +184,20 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn telemetry_addresses_are_checked() {
+        let bad = "[telemetry]\nmetrics_listen = \"9464\"\notlp_endpoint = \"collector:4318\"\n";
+        let msg = build(Some(bad), &[])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("telemetry.metrics_listen"), "{msg}");
+        assert!(msg.contains("telemetry.otlp_endpoint"), "{msg}");
+        let good = "[telemetry]\nmetrics_listen = \"0.0.0.0:9464\"\notlp_endpoint = \"http://collector:4318\"\n";
+        build(Some(good), &[]).unwrap().validate().unwrap();
+    }
 }
 
 #[cfg(test)]

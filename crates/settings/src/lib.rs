@@ -25,6 +25,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub telemetry: TelemetrySettings,
     pub gateway: GatewaySettings,
+    pub ingest: IngestSettings,
 }
 
 /// Microsoft Defender access for one tenant.
@@ -85,6 +86,9 @@ pub struct HunterSettings {
     pub max_batch: usize,
     pub calls_per_minute: u32,
     pub calls_per_hour: u32,
+    /// Divides the budget's 60 s and 3,600 s windows, for time-scaled runs against a twin
+    /// whose clock runs this many times faster. Keep 1.0 against a real tenant.
+    pub budget_time_scale: f64,
     /// Process and network rows are fetched from this long before the window...
     pub lookback_minutes: i64,
     /// ...to this long after it (telemetry lands late and clocks differ).
@@ -97,6 +101,9 @@ pub struct HunterSettings {
     /// `empty_cache_secs` only, since telemetry lands minutes late.
     pub cache_secs: u64,
     pub empty_cache_secs: u64,
+    /// Deliveries of a detection that may fail with a service error or a timeout before its
+    /// answer says the hunt failed (throttling never counts). At most `bus.max_attempts`.
+    pub hunt_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -249,6 +256,131 @@ impl Default for ResponsePolicySettings {
     }
 }
 
+/// The ingest service: the webhook listener and every configured detection source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Address of the webhook (`POST /v1/sources/{source}/detections`); empty for none.
+    pub webhook_listen: String,
+    /// Largest webhook body accepted (bytes); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// A detection key seen again within this many seconds is a duplicate and not re-published.
+    pub dedup_window_secs: u64,
+    /// How long a sender waits for the broker's confirm before it is told to retry (503).
+    pub ack_timeout_secs: u64,
+    /// Syslog frames of one TCP/TLS connection being published at once; the next frame is read
+    /// only when one of them is confirmed, so a blocked broker slows the sender.
+    pub tcp_in_flight: usize,
+    /// Largest syslog frame (bytes); a longer one closes the TCP/TLS connection.
+    pub max_frame_bytes: usize,
+    /// One entry per source; the key is the source's name (the webhook's `{source}`).
+    pub sources: BTreeMap<String, IngestSourceSettings>,
+}
+
+/// One detection source. Every source belongs to exactly one tenant: detections it delivers
+/// are filed under that tenant whatever their body says.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSourceSettings {
+    /// `webhook`, `syslog_udp`, `syslog_tcp`, `syslog_tls` or `vectra_api`.
+    pub kind: String,
+    /// Culprit tenant name (a key of `tenants`).
+    pub tenant: String,
+    /// `vectra_json`, `vectra_syslog`, `suricata_eve` or `zeek_notice`.
+    pub format: String,
+    /// Webhook: bearer token the sender presents. Prefer
+    /// `CULPRIT__INGEST__SOURCES__<NAME>__TOKEN`.
+    #[serde(serialize_with = "layers::redact")]
+    pub token: SecretString,
+    /// Webhook: key of the HMAC-SHA256 signature over the body (header `X-Culprit-Signature:
+    /// sha256=<hex>`).
+    #[serde(serialize_with = "layers::redact")]
+    pub hmac_secret: SecretString,
+    /// Syslog: listen address (`0.0.0.0:6514`).
+    pub listen: String,
+    /// Syslog over TCP/TLS: peers allowed to connect, as CIDRs (`10.1.2.0/24`, `::1/128`).
+    pub allowed_peers: Vec<String>,
+    /// Syslog over TLS: server certificate and key.
+    pub tls: IngestTlsSettings,
+    /// `vectra_api`: where and how to poll the Vectra API.
+    pub api: VectraApiSettings,
+}
+
+/// A `vectra_api` source: the Vectra Detect (v2) or RUX (v3) API, polled.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VectraApiSettings {
+    /// `https://<tenant>.<region>.portal.vectra.ai` or `https://<brain>`.
+    pub url: String,
+    /// `oauth` (v3 client credentials) or `token` (v2 API token).
+    pub auth: String,
+    pub client_id: String,
+    /// Prefer `CULPRIT__INGEST__SOURCES__<NAME>__API__CLIENT_SECRET`.
+    #[serde(serialize_with = "layers::redact")]
+    pub client_secret: SecretString,
+    /// Prefer `CULPRIT__INGEST__SOURCES__<NAME>__API__API_TOKEN`.
+    #[serde(serialize_with = "layers::redact")]
+    pub api_token: SecretString,
+    /// `events` (the v3.5 event stream, a durable checkpoint) or `detections` (the list by
+    /// `last_timestamp`, for APIs without the stream).
+    pub mode: String,
+    /// Detections API version: `v3.3`, or `v2.5` for a v2 brain.
+    pub api_version: String,
+    /// Page size of list and event requests (1..=5000).
+    pub page_size: u32,
+    /// Pause after a poll that found nothing more.
+    pub poll_interval_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Extra CA certificates (PEM) to trust; verification stays on.
+    pub ca_file: String,
+    /// Where to start when no checkpoint is stored: an event id (`events`) or an RFC 3339 time
+    /// (`detections`); empty: from the oldest the API holds.
+    pub start_checkpoint: String,
+}
+
+impl Default for VectraApiSettings {
+    fn default() -> Self {
+        VectraApiSettings {
+            url: String::new(),
+            auth: "oauth".into(),
+            client_id: String::new(),
+            client_secret: SecretString::default(),
+            api_token: SecretString::default(),
+            mode: "events".into(),
+            api_version: "v3.3".into(),
+            page_size: 500,
+            poll_interval_secs: 30,
+            request_timeout_secs: 60,
+            ca_file: String::new(),
+            start_checkpoint: String::new(),
+        }
+    }
+}
+
+/// PEM files of a TLS syslog listener.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestTlsSettings {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            webhook_listen: String::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            dedup_window_secs: 24 * 3600,
+            ack_timeout_secs: 10,
+            tcp_in_flight: 64,
+            max_frame_bytes: 64 * 1024,
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
 mod defaults {
     pub fn cloud() -> String {
         "commercial".into()
@@ -268,12 +400,14 @@ impl Default for HunterSettings {
             max_batch: 50,
             calls_per_minute: 45,
             calls_per_hour: 1500,
+            budget_time_scale: 1.0,
             lookback_minutes: 60,
             lookahead_minutes: 10,
             device_lookback_hours: 24,
             requery_after_secs: vec![300.0, 900.0],
             cache_secs: 900,
             empty_cache_secs: 60,
+            hunt_attempts: 4,
         }
     }
 }
@@ -389,8 +523,40 @@ impl Settings {
             &["text", "json"],
             &mut problems,
         );
+        let listen = self.telemetry.metrics_listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "telemetry.metrics_listen: {listen:?} is not an address like 0.0.0.0:9464 (empty for none)"
+            ));
+        }
+        let otlp = self.telemetry.otlp_endpoint.trim();
+        let http = otlp.starts_with("http://") || otlp.starts_with("https://");
+        if !otlp.is_empty() && !http {
+            problems.push(format!(
+                "telemetry.otlp_endpoint: {otlp:?} is not an http:// or https:// URL (OTLP over HTTP, e.g. http://collector:4318; empty for none)"
+            ));
+        }
         if self.hunter.calls_per_minute == 0 || self.hunter.calls_per_hour == 0 {
             problems.push("hunter.calls_per_minute/calls_per_hour: must be at least 1".into());
+        }
+        for s in &self.hunter.requery_after_secs {
+            if !(s.is_finite() && (0.001..=2_000_000.0).contains(s)) {
+                problems.push(format!(
+                    "hunter.requery_after_secs: {s} is not between 0.001 (1 ms) and 2000000 (about 23 days)"
+                ));
+            }
+        }
+        if self.hunter.hunt_attempts == 0 || self.hunter.hunt_attempts > self.bus.max_attempts {
+            problems.push(format!(
+                "hunter.hunt_attempts: {} must be between 1 and bus.max_attempts ({})",
+                self.hunter.hunt_attempts, self.bus.max_attempts
+            ));
+        }
+        let scale = self.hunter.budget_time_scale;
+        if !(scale.is_finite() && scale > 0.0) {
+            problems.push(format!(
+                "hunter.budget_time_scale: must be a positive number (1.0 = real time), not {scale}"
+            ));
         }
         for (name, t) in &self.tenants {
             let key = format!("tenants.{name}");
@@ -427,10 +593,167 @@ impl Settings {
                 &mut problems,
             );
         }
+        self.validate_ingest(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(SettingsError::Invalid(problems))
         }
+    }
+
+    /// Ingest sources: a known kind and format, a configured tenant, and what the kind needs.
+    fn validate_ingest(&self, problems: &mut Vec<String>) {
+        use secrecy::ExposeSecret;
+        let i = &self.ingest;
+        if i.max_body_bytes == 0 || i.max_frame_bytes == 0 || i.tcp_in_flight == 0 {
+            problems.push(
+                "ingest.max_body_bytes/max_frame_bytes/tcp_in_flight: must be at least 1".into(),
+            );
+        }
+        for (name, s) in &i.sources {
+            let key = format!("ingest.sources.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problems.push(format!(
+                    "{key}: the name may only use ASCII letters, digits, '_' and '-'"
+                ));
+            }
+            const KINDS: [&str; 5] = [
+                "webhook",
+                "syslog_udp",
+                "syslog_tcp",
+                "syslog_tls",
+                "vectra_api",
+            ];
+            if !KINDS.contains(&s.kind.as_str()) {
+                problems.push(format!("{key}.kind: {:?} is not one of {KINDS:?}", s.kind));
+            }
+            if !self.tenants.contains_key(&s.tenant) {
+                problems.push(format!(
+                    "{key}.tenant: {:?} is not a configured tenant (a [tenants.NAME] section)",
+                    s.tenant
+                ));
+            }
+            let formats: &[&str] = match s.kind.as_str() {
+                "webhook" => &[
+                    "vectra_json",
+                    "vectra_syslog",
+                    "suricata_eve",
+                    "zeek_notice",
+                ],
+                "vectra_api" => &["vectra_json", ""],
+                _ => &["vectra_syslog"],
+            };
+            if !formats.contains(&s.format.as_str()) {
+                problems.push(format!(
+                    "{key}.format: {:?} is not one of {formats:?} for kind {:?}",
+                    s.format, s.kind
+                ));
+            }
+            if s.kind == "webhook"
+                && s.token.expose_secret().is_empty()
+                && s.hmac_secret.expose_secret().is_empty()
+            {
+                problems.push(format!(
+                    "{key}: a webhook needs token or hmac_secret (set CULPRIT__INGEST__SOURCES__{}__TOKEN)",
+                    name.to_ascii_uppercase()
+                ));
+            }
+            if s.kind.starts_with("syslog_") && s.listen.is_empty() {
+                problems.push(format!("{key}.listen: missing (empty)"));
+            }
+            if matches!(s.kind.as_str(), "syslog_tcp" | "syslog_tls") && s.allowed_peers.is_empty()
+            {
+                problems.push(format!(
+                    "{key}.allowed_peers: empty; list the CIDRs allowed to send"
+                ));
+            }
+            if s.kind == "syslog_tls" && (s.tls.cert_file.is_empty() || s.tls.key_file.is_empty()) {
+                problems.push(format!("{key}.tls: cert_file and key_file are required"));
+            }
+            if s.kind == "vectra_api" {
+                validate_vectra_api(&format!("{key}.api"), name, &s.api, problems);
+            }
+        }
+    }
+}
+
+/// A `vectra_api` source's `api` table: what the poller needs, named by key.
+fn validate_vectra_api(key: &str, name: &str, a: &VectraApiSettings, problems: &mut Vec<String>) {
+    use secrecy::ExposeSecret;
+    let url_ok = ["https://", "http://"].iter().any(|p| {
+        a.url
+            .strip_prefix(p)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('@') && !rest.contains(' '))
+    });
+    if !url_ok {
+        problems.push(format!(
+            "{key}.url: {:?} is not an https:// URL without credentials",
+            a.url
+        ));
+    }
+    let env = format!(
+        "CULPRIT__INGEST__SOURCES__{}__API",
+        name.to_ascii_uppercase()
+    );
+    match a.auth.as_str() {
+        "oauth" => {
+            if a.client_id.trim().is_empty() {
+                problems.push(format!("{key}.client_id: missing (auth = \"oauth\")"));
+            }
+            if a.client_secret.expose_secret().is_empty() {
+                problems.push(format!(
+                    "{key}.client_secret: missing (auth = \"oauth\"; set {env}__CLIENT_SECRET)"
+                ));
+            }
+        }
+        "token" => {
+            if a.api_token.expose_secret().is_empty() {
+                problems.push(format!(
+                    "{key}.api_token: missing (auth = \"token\"; set {env}__API_TOKEN)"
+                ));
+            }
+        }
+        other => problems.push(format!(
+            "{key}.auth: {other:?} is not \"oauth\" or \"token\""
+        )),
+    }
+    let cp = a.start_checkpoint.trim();
+    match a.mode.as_str() {
+        "events" => {
+            if !cp.is_empty() && cp.parse::<u64>().is_err() {
+                problems.push(format!(
+                    "{key}.start_checkpoint: {cp:?} is not an event id (mode = \"events\")"
+                ));
+            }
+        }
+        "detections" => {}
+        other => problems.push(format!(
+            "{key}.mode: {other:?} is not \"events\" or \"detections\""
+        )),
+    }
+    let v = a.api_version.as_str();
+    let version_ok = v
+        .strip_prefix('v')
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    if !version_ok {
+        problems.push(format!(
+            "{key}.api_version: {v:?} is not like \"v3.3\" or \"v2.5\""
+        ));
+    }
+    if a.page_size == 0 || a.page_size > 5000 {
+        problems.push(format!(
+            "{key}.page_size: {} is not between 1 and 5000",
+            a.page_size
+        ));
+    }
+    if a.poll_interval_secs == 0 {
+        problems.push(format!("{key}.poll_interval_secs: must be at least 1"));
+    }
+    if a.request_timeout_secs == 0 {
+        problems.push(format!("{key}.request_timeout_secs: must be at least 1"));
     }
 }
