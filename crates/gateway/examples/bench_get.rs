@@ -1,8 +1,13 @@
 //! GetCorrelation throughput and latency against answers in Redis, measured in the same run as
 //! `redis-benchmark -t get` on the same Redis (the ceiling).
 //!
-//! `cargo run --release -p culprit-gateway --example bench_get -- [seconds] [concurrency]`
+//! `cargo run --release -p culprit-gateway --example bench_get -- [seconds] [concurrency] [decode]`
 //! (Redis at CULPRIT_TEST_REDIS_URL or redis://127.0.0.1:6379; `redis-benchmark` on PATH.)
+//!
+//! The load generator shares the machine with the gateway, so by default it does not decode
+//! the answers (as `redis-benchmark` does not parse values): it checks their length and decodes
+//! one per task at the end. `decode` as the third argument decodes every answer, as a typical
+//! client would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::BTreeMap;
@@ -12,7 +17,9 @@ use std::time::{Duration, Instant};
 use culprit_bus::{BusConfig, InProcessBus};
 use culprit_cache::{RedisStores, ResultMeta, ResultStore, SystemClock};
 use culprit_gateway::stores::MemoryGatewayStores;
-use culprit_gateway::{Gateway, GatewayConfig, Handles, Scope, bearer, create_key_with_id};
+use culprit_gateway::{
+    Gateway, GatewayConfig, Handles, RawGetCorrelationResponse, Scope, bearer, create_key_with_id,
+};
 use culprit_model::{DetectionKey, Status, Timestamp};
 use culprit_proto::v1 as pb;
 use culprit_proto::v1::correlation_service_client::CorrelationServiceClient;
@@ -76,6 +83,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let decode = args.get(3).is_some_and(|s| s == "decode");
     let url =
         std::env::var("CULPRIT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("culprit-bench-{:08x}", rand::random::<u32>());
@@ -116,6 +124,7 @@ async fn main() {
         results: results.clone(),
         idempotency: results.clone(),
         publisher: Arc::new(bus),
+        submit: None,
         subscriber: None,
         stores: Arc::new(MemoryGatewayStores::default()),
         mde: BTreeMap::new(),
@@ -140,11 +149,14 @@ async fn main() {
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|t| {
-            let mut client = CorrelationServiceClient::new(channels[t % channels.len()].clone());
+            let channel = channels[t % channels.len()].clone();
+            let mut client = CorrelationServiceClient::new(channel.clone());
+            let mut raw = tonic::client::Grpc::new(channel);
             let auth = auth.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut i = t;
+                let mut last = Vec::new();
                 while Instant::now() < end {
                     let mut req = tonic::Request::new(pb::GetCorrelationRequest {
                         selector: Some(pb::get_correlation_request::Selector::DetectionKey(
@@ -153,9 +165,27 @@ async fn main() {
                     });
                     req.metadata_mut().insert("authorization", auth.clone());
                     let t0 = Instant::now();
-                    client.get_correlation(req).await.unwrap();
+                    if decode {
+                        client.get_correlation(req).await.unwrap();
+                    } else {
+                        raw.ready().await.unwrap();
+                        let codec = tonic_prost::ProstCodec::<
+                            pb::GetCorrelationRequest,
+                            RawGetCorrelationResponse,
+                        >::default();
+                        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                            "/culprit.v1.CorrelationService/GetCorrelation",
+                        );
+                        let r = raw.unary(req, path, codec).await.unwrap().into_inner();
+                        assert!(r.correlation.len() > 1000, "a whole answer");
+                        last = r.correlation;
+                    }
                     lat.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                     i += concurrency;
+                }
+                if !decode && !last.is_empty() {
+                    // The bytes served are a valid answer.
+                    pb::Correlation::decode(last.as_slice()).unwrap();
                 }
                 lat
             })
@@ -181,6 +211,10 @@ async fn main() {
     println!("| answer size (bytes) | {size} |");
     println!("| result-store get, sequential, no gRPC (ms) | {store_get_ms:.3} |");
     println!("| duration (s) / concurrency | {elapsed:.1} / {concurrency} |");
+    println!(
+        "| load generator decodes answers | {} |",
+        if decode { "yes" } else { "no" }
+    );
     println!("| GetCorrelation requests | {} |", all.len());
     println!("| GetCorrelation req/s | {rps:.0} |");
     println!(

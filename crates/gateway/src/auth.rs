@@ -14,16 +14,19 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine;
 use culprit_settings::ApiKeySettings;
+use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 use crate::GatewayError;
+use crate::status::{Refusal, invalid, reason};
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,10 +97,14 @@ impl Principal {
         if self.scopes.contains(&scope) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!(
-                "API key `{}` lacks the `{scope}` scope",
-                self.key_id
-            )))
+            Err(Refusal::new(
+                Code::PermissionDenied,
+                reason::SCOPE_MISSING,
+                format!("API key `{}` lacks the `{scope}` scope", self.key_id),
+            )
+            .meta("key_id", self.key_id.clone())
+            .meta("scope", scope.as_str())
+            .build())
         }
     }
 
@@ -105,10 +112,14 @@ impl Principal {
         if self.tenants.covers(tenant) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!(
-                "API key `{}` may not access tenant `{tenant}`",
-                self.key_id
-            )))
+            Err(Refusal::new(
+                Code::PermissionDenied,
+                reason::TENANT_NOT_ALLOWED,
+                format!("API key `{}` may not access tenant `{tenant}`", self.key_id),
+            )
+            .meta("key_id", self.key_id.clone())
+            .meta("tenant", tenant)
+            .build())
         }
     }
 
@@ -137,15 +148,17 @@ impl Principal {
             Tenants::Only(set) if set.len() == 1 => {
                 Ok(set.iter().next().cloned().unwrap_or_default())
             }
-            _ => Err(Status::invalid_argument(format!(
-                "{field}: required, the API key covers several tenants"
-            ))),
+            _ => Err(invalid(
+                field,
+                "required, the API key covers several tenants",
+            )),
         }
     }
 }
 
 struct KeyEntry {
-    principal: Principal,
+    /// Shared, so a call's authentication allocates nothing.
+    principal: Arc<Principal>,
     hash: [u8; 32],
 }
 
@@ -206,11 +219,11 @@ fn entry(i: usize, k: &ApiKeySettings) -> Result<KeyEntry, GatewayError> {
         Tenants::Only(k.tenants.iter().cloned().collect())
     };
     Ok(KeyEntry {
-        principal: Principal {
+        principal: Arc::new(Principal {
             key_id: k.id.clone(),
             scopes,
             tenants,
-        },
+        }),
         hash: parse_hash(i, &k.hash.to_ascii_lowercase())?,
     })
 }
@@ -249,19 +262,22 @@ impl KeyRing {
 
     /// The caller of `req`: UNAUTHENTICATED without a known bearer key, RESOURCE_EXHAUSTED over
     /// the key's rate.
-    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Arc<Principal>, Status> {
+        let missing = |m: &str| {
+            Refusal::new(Code::Unauthenticated, reason::API_KEY_MISSING, m.to_owned()).build()
+        };
         let header = req
             .metadata()
             .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <API key>`"))?;
+            .ok_or_else(|| missing("missing `authorization: Bearer <API key>`"))?;
         let value = header
             .to_str()
-            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+            .map_err(|_| missing("authorization header is not ASCII"))?;
         let token = value
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
-            .ok_or_else(|| Status::unauthenticated("authorization scheme must be Bearer"))?;
+            .ok_or_else(|| missing("authorization scheme must be Bearer"))?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every entry is compared, so timing does not tell which (or whether one) matched.
         let mut found: Option<&KeyEntry> = None;
@@ -270,14 +286,30 @@ impl KeyRing {
                 found = Some(e);
             }
         }
-        let entry = found.ok_or_else(|| Status::unauthenticated("unknown API key"))?;
+        let entry = found.ok_or_else(|| {
+            Refusal::new(
+                Code::Unauthenticated,
+                reason::API_KEY_UNKNOWN,
+                "unknown API key",
+            )
+            .build()
+        })?;
         if let Some(limiter) = self.limiters.get(&entry.principal.key_id)
-            && limiter.check().is_err()
+            && let Err(not_until) = limiter.check()
         {
-            return Err(Status::resource_exhausted(format!(
-                "API key `{}` is over its rate limit",
-                entry.principal.key_id
-            )));
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(Refusal::new(
+                Code::ResourceExhausted,
+                reason::RATE_LIMITED,
+                format!(
+                    "API key `{}` is over its rate limit; retry in {} ms",
+                    entry.principal.key_id,
+                    wait.as_millis().max(1)
+                ),
+            )
+            .meta("key_id", entry.principal.key_id.clone())
+            .retry_after(wait)
+            .build());
         }
         Ok(entry.principal.clone())
     }
@@ -386,7 +418,7 @@ mod tests {
         assert!(p.require_scope(Scope::Read).is_ok());
         assert_eq!(
             p.require_scope(Scope::Respond).unwrap_err().code(),
-            tonic::Code::PermissionDenied
+            Code::PermissionDenied
         );
     }
 
@@ -402,7 +434,7 @@ mod tests {
             Some("Bearer"),
         ] {
             let e = ring.authenticate(&req(auth)).unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{auth:?}");
+            assert_eq!(e.code(), Code::Unauthenticated, "{auth:?}");
             assert!(!e.message().contains(key.expose_secret()));
         }
     }
@@ -468,7 +500,7 @@ mod tests {
         }
         assert_eq!(
             ring.authenticate(&r).unwrap_err().code(),
-            tonic::Code::ResourceExhausted
+            Code::ResourceExhausted
         );
     }
 
@@ -482,11 +514,11 @@ mod tests {
         assert_eq!(p.narrow(&[]).unwrap().unwrap().len(), 2);
         assert_eq!(
             p.narrow(&["c".into()]).unwrap_err().code(),
-            tonic::Code::PermissionDenied
+            Code::PermissionDenied
         );
         assert_eq!(
             p.single_tenant("", "tenant").unwrap_err().code(),
-            tonic::Code::InvalidArgument
+            Code::InvalidArgument
         );
     }
 }

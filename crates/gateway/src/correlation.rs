@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Principal, Scope};
-use crate::ctx::{Ctx, decode_correlation, tenant_of_key, unavailable};
+use crate::ctx::{Ctx, SubmitError, decode_correlation, tenant_of_key, unavailable};
+use crate::status::{correlation_not_found, invalid, invalid_convert};
 use crate::watch::{WatchFilter, spawn_watch};
 
 const DEFAULT_PAGE: usize = 50;
@@ -25,8 +26,8 @@ const MAX_PAGE: usize = 500;
 /// How many stored answers a lookup by source id scans at most.
 const SOURCE_SCAN_LIMIT: usize = 5_000;
 const SUBMIT_DEDUP_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
-/// The `culprit.v1.Detection` schema version in the bus header.
-pub const DETECTION_SCHEMA_VERSION: &str = "1";
+/// The `culprit.v1.Detection` schema version in the bus header (the one every service uses).
+pub const DETECTION_SCHEMA_VERSION: &str = culprit_proto::schema::DETECTION;
 
 /// The correlation service over the shared context.
 #[derive(Debug, Clone)]
@@ -35,22 +36,42 @@ pub struct CorrelationApi {
 }
 
 impl CorrelationApi {
-    fn principal<T>(&self, req: &Request<T>, scope: Scope) -> Result<Principal, Status> {
+    fn principal<T>(&self, req: &Request<T>, scope: Scope) -> Result<Arc<Principal>, Status> {
         let p = self.ctx.keys.authenticate(req)?;
         p.require_scope(scope)?;
         Ok(p)
     }
 
-    async fn by_source(&self, p: &Principal, r: &pb::SourceRef) -> Result<pb::Correlation, Status> {
+    /// The stored bytes (an encoded `culprit.v1.Correlation`) of the answer `selector` names,
+    /// after authentication and the tenant check. GetCorrelation serves them as they are.
+    pub(crate) async fn stored_answer<T>(
+        &self,
+        request: &Request<T>,
+        selector: Option<&pb::get_correlation_request::Selector>,
+    ) -> Result<Vec<u8>, Status> {
+        let p = self.principal(request, Scope::Read)?;
+        match selector {
+            Some(pb::get_correlation_request::Selector::DetectionKey(key)) => {
+                p.require_tenant(tenant_of_key(key, "detection_key")?)?;
+                self.ctx.stored(key).await
+            }
+            Some(pb::get_correlation_request::Selector::SourceRef(r)) => {
+                self.by_source(&p, r).await
+            }
+            None => Err(invalid("selector", "give detection_key or source_ref")),
+        }
+    }
+
+    async fn by_source(&self, p: &Principal, r: &pb::SourceRef) -> Result<Vec<u8>, Status> {
         let tenant = p.single_tenant(&r.tenant, "source_ref.tenant")?;
         let source = source_of(r.source)?;
         if r.source_id.is_empty() {
-            return Err(Status::invalid_argument("source_ref.source_id: required"));
+            return Err(invalid("source_ref.source_id", "required"));
         }
         // EVE and Zeek detections have one revision, "0": try it without a scan.
         let direct = DetectionKey::new(source, &tenant, &r.source_id, "0");
         if let Some(bytes) = self.get_bytes(&direct).await? {
-            return decode_correlation(direct.as_str(), &bytes);
+            return Ok(bytes);
         }
         let prefix = format!("{source}:{tenant}:{}:", r.source_id);
         let filter = ResultFilter {
@@ -69,18 +90,25 @@ impl CorrelationApi {
                 .await
                 .map_err(|e| unavailable("result store", &e))?;
             scanned += page.items.len();
-            if let Some(hit) = page.items.iter().find(|i| i.key.0.starts_with(&prefix)) {
-                return decode_correlation(hit.key.as_str(), &hit.bytes);
+            if let Some(hit) = page
+                .items
+                .into_iter()
+                .find(|i| i.key.0.starts_with(&prefix))
+            {
+                return Ok(hit.bytes);
             }
             match page.next_page_token {
                 Some(t) => token = Some(t),
                 None => break,
             }
         }
-        Err(Status::not_found(format!(
-            "no answer (yet) for {source} detection `{}` of tenant `{tenant}`",
-            r.source_id
-        )))
+        Err(correlation_not_found(
+            format!(
+                "no answer (yet) for {source} detection `{}` of tenant `{tenant}`",
+                r.source_id
+            ),
+            &prefix,
+        ))
     }
 
     async fn get_bytes(&self, key: &DetectionKey) -> Result<Option<Vec<u8>>, Status> {
@@ -98,9 +126,10 @@ fn source_of(v: i32) -> Result<SourceKind, Status> {
         Ok(pb::SourceKind::Vectra) => Ok(SourceKind::Vectra),
         Ok(pb::SourceKind::Suricata) => Ok(SourceKind::Suricata),
         Ok(pb::SourceKind::Zeek) => Ok(SourceKind::Zeek),
-        _ => Err(Status::invalid_argument(format!(
-            "source_ref.source: {v} is not a known source"
-        ))),
+        _ => Err(invalid(
+            "source_ref.source",
+            format!("{v} is not a known source"),
+        )),
     }
 }
 
@@ -130,23 +159,21 @@ fn list_filter(p: &Principal, r: &pb::ListCorrelationsRequest) -> Result<ListFil
         .map(|(i, s)| {
             status_from_proto(&format!("statuses[{i}]"), *s)
                 .map(|_| *s)
-                .map_err(|e| Status::invalid_argument(e.to_string()))
+                .map_err(|e| invalid_convert("", &e))
         })
         .collect::<Result<BTreeSet<i32>, Status>>()?;
     let time = |f: &str, t: &Option<prost_types::Timestamp>| {
         t.as_ref()
             .map(|t| timestamp_from_proto(f, t))
             .transpose()
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+            .map_err(|e| invalid_convert("", &e))
     };
     let after = time("computed_after", &r.computed_after)?;
     let before = time("computed_before", &r.computed_before)?;
     if let Some(c) = r.min_confidence
         && !(0.0..=1.0).contains(&c)
     {
-        return Err(Status::invalid_argument(format!(
-            "min_confidence: {c} is not in [0, 1]"
-        )));
+        return Err(invalid("min_confidence", format!("{c} is not in [0, 1]")));
     }
     let only = |set: &Option<BTreeSet<String>>| match set {
         Some(s) if s.len() == 1 => s.iter().next().cloned(),
@@ -194,14 +221,15 @@ impl ListFilter {
         if token.is_empty() {
             return Ok(None);
         }
-        let bad = || Status::invalid_argument("page_token: not a token this server issued");
+        let bad = || invalid("page_token", "not a token this server issued");
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| bad())?;
         let t: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         if t.f != self.fingerprint {
-            return Err(Status::invalid_argument(
-                "page_token: issued for different filters; repeat the first request's filters",
+            return Err(invalid(
+                "page_token",
+                "issued for different filters; repeat the first request's filters",
             ));
         }
         Ok(Some(t.s))
@@ -223,23 +251,13 @@ impl CorrelationService for CorrelationApi {
         &self,
         request: Request<pb::GetCorrelationRequest>,
     ) -> Result<Response<pb::GetCorrelationResponse>, Status> {
-        let p = self.principal(&request, Scope::Read)?;
-        let correlation = match &request.get_ref().selector {
-            Some(pb::get_correlation_request::Selector::DetectionKey(key)) => {
-                p.require_tenant(&tenant_of_key(key, "detection_key")?)?;
-                self.ctx.correlation(key).await?
-            }
-            Some(pb::get_correlation_request::Selector::SourceRef(r)) => {
-                self.by_source(&p, r).await?
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "selector: give detection_key or source_ref",
-                ));
-            }
-        };
+        // The server routes this method to a pass-through codec (see `fast`); this decoding
+        // path serves embedders that call the service directly.
+        let bytes = self
+            .stored_answer(&request, request.get_ref().selector.as_ref())
+            .await?;
         Ok(Response::new(pb::GetCorrelationResponse {
-            correlation: Some(correlation),
+            correlation: Some(decode_correlation("requested", &bytes)?),
         }))
     }
 
@@ -298,12 +316,11 @@ impl CorrelationService for CorrelationApi {
         let p = self.principal(&request, Scope::Submit)?;
         let detections = match request.into_inner().payload {
             Some(pb::submit_detection_request::Payload::Detection(d)) => {
-                let d = Detection::try_from(d)
-                    .map_err(|e| Status::invalid_argument(format!("detection.{e}")))?;
+                let d = Detection::try_from(d).map_err(|e| invalid_convert("detection", &e))?;
                 vec![d]
             }
             Some(pb::submit_detection_request::Payload::Raw(raw)) => parse_raw(&raw)?,
-            None => return Err(Status::invalid_argument("payload: give detection or raw")),
+            None => return Err(invalid("payload", "give detection or raw")),
         };
         for d in &detections {
             p.require_tenant(&d.tenant)?;
@@ -319,8 +336,27 @@ impl CorrelationService for CorrelationApi {
 }
 
 impl CorrelationApi {
-    /// Publishes once per detection key (the key is the message id, as ingest does).
+    /// Hands one detection to the ingest path when one is configured, else publishes it here.
     async fn publish(&self, d: &Detection) -> Result<pb::SubmittedDetection, Status> {
+        let Some(sink) = &self.ctx.h.submit else {
+            return self.publish_here(d).await;
+        };
+        match sink.submit(d.clone()).await {
+            Ok(s) => Ok(pb::SubmittedDetection {
+                detection_key: s.key.0,
+                duplicate: s.duplicate,
+                warnings: s.warnings,
+            }),
+            Err(SubmitError::Unavailable(e)) => Err(unavailable(
+                "ingest publisher",
+                &SubmitError::Unavailable(e),
+            )),
+            Err(SubmitError::Invalid(e)) => Err(invalid("detection", e)),
+        }
+    }
+
+    /// Publishes once per detection key (the key is the message id, as ingest does).
+    async fn publish_here(&self, d: &Detection) -> Result<pb::SubmittedDetection, Status> {
         let key = d.key();
         let first = self
             .ctx
@@ -348,6 +384,7 @@ impl CorrelationApi {
                 }
                 return Err(unavailable("bus", &e));
             }
+            culprit_metrics::metrics().detection_ingested(d.source.as_str(), &d.tenant);
         }
         Ok(pb::SubmittedDetection {
             detection_key: key.0,
@@ -362,20 +399,21 @@ impl CorrelationApi {
 fn parse_raw(raw: &pb::RawDetection) -> Result<Vec<Detection>, Status> {
     use culprit_ingest::{suricata, vectra, vectra_syslog, zeek};
     if raw.tenant.trim().is_empty() {
-        return Err(Status::invalid_argument("raw.tenant: required"));
+        return Err(invalid("raw.tenant", "required"));
     }
     let t = raw.tenant.as_str();
     let parsed = match pb::RawFormat::try_from(raw.format) {
-        Ok(pb::RawFormat::VectraJson) => vectra::parse_json(&raw.body, t)
-            .map_err(|e| Status::invalid_argument(format!("raw.body: {e}")))?,
+        Ok(pb::RawFormat::VectraJson) => {
+            vectra::parse_json(&raw.body, t).map_err(|e| invalid("raw.body", e))?
+        }
         Ok(pb::RawFormat::VectraCef) => vectra_syslog::parse_lines(&raw.body, t),
         Ok(pb::RawFormat::SuricataEve) => suricata::parse_lines(&raw.body, t),
         Ok(pb::RawFormat::Zeek) => zeek::parse_notice(&raw.body, t),
         _ => {
-            return Err(Status::invalid_argument(format!(
-                "raw.format: {} is not a supported format",
-                raw.format
-            )));
+            return Err(invalid(
+                "raw.format",
+                format!("{} is not a supported format", raw.format),
+            ));
         }
     };
     let mut good = Vec::new();
@@ -389,16 +427,17 @@ fn parse_raw(raw: &pb::RawDetection) -> Result<Vec<Detection>, Status> {
     }
     if !errors.is_empty() {
         let shown: Vec<_> = errors.iter().take(5).cloned().collect();
-        return Err(Status::invalid_argument(format!(
-            "raw.body: {} record(s) rejected, nothing submitted: {}",
-            errors.len(),
-            shown.join("; ")
-        )));
+        return Err(invalid(
+            "raw.body",
+            format!(
+                "{} record(s) rejected, nothing submitted: {}",
+                errors.len(),
+                shown.join("; ")
+            ),
+        ));
     }
     if good.is_empty() {
-        return Err(Status::invalid_argument(
-            "raw.body: no detection in the input",
-        ));
+        return Err(invalid("raw.body", "no detection in the input"));
     }
     Ok(good)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use culprit_bus::{BusInspector, Publisher, QueueName, Subscriber};
 use culprit_cache::{Clock, IdempotencyStore, ResultStore};
 use culprit_mde::MdeClient;
-use culprit_model::DetectionKey;
+use culprit_model::{Detection, DetectionKey};
 use culprit_proto::v1 as pb;
 use culprit_settings::GatewaySettings;
 use prost::Message;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use crate::auth::KeyRing;
+use crate::status::{Refusal, correlation_not_found, failed_precondition, invalid, reason};
 use crate::stores::{BoxFuture, GatewayStores};
 
 /// A dependency whose reachability gates gRPC health.
@@ -59,6 +60,32 @@ impl Probe for BusProbe {
     }
 }
 
+/// A detection SubmitDetection handed on: its key, whether it was already known, warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub key: DetectionKey,
+    pub duplicate: bool,
+    pub warnings: Vec<String>,
+}
+
+/// Why a submission could not be handed on.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The bus or the dedup store failed: the client should retry (UNAVAILABLE).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The detection cannot be published (INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where SubmitDetection hands each normalised detection. A deployment passes the ingest
+/// service's publisher (publisher confirms, mandatory routing, dedup shared with the webhook
+/// and syslog paths); without one the gateway publishes on `Handles::publisher` itself.
+pub trait DetectionSink: Send + Sync + fmt::Debug {
+    fn submit(&self, detection: Detection) -> BoxFuture<'_, Result<Submitted, SubmitError>>;
+}
+
 /// The shared state and the services the gateway talks to.
 #[derive(Clone)]
 pub struct Handles {
@@ -66,8 +93,10 @@ pub struct Handles {
     pub results: Arc<dyn ResultStore>,
     /// SubmitDetection duplicates and the policy's once-per-(tenant, device, detection) rule.
     pub idempotency: Arc<dyn IdempotencyStore>,
-    /// SubmitDetection publishes to `Topic::Detections`.
+    /// SubmitDetection publishes to `Topic::Detections` (when `submit` is `None`).
     pub publisher: Arc<dyn Publisher>,
+    /// The ingest path SubmitDetection uses when set (see [`DetectionSink`]).
+    pub submit: Option<Arc<dyn DetectionSink>>,
     /// Consumes `culprit.correlations` for the watch log and the policy; `None`: neither runs
     /// in this process (read-only gateway).
     pub subscriber: Option<Arc<dyn Subscriber>>,
@@ -111,50 +140,63 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub fn mde(&self, tenant: &str) -> Result<&MdeClient, Status> {
         self.h.mde.get(tenant).ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "tenant `{tenant}` has no Microsoft Defender connection configured"
-            ))
+            failed_precondition(
+                reason::TENANT_NOT_CONNECTED,
+                "TENANT",
+                tenant,
+                format!("tenant `{tenant}` has no Microsoft Defender connection configured"),
+            )
         })
     }
 
     /// The stored answer for `key`, decoded; NOT_FOUND when there is none.
     pub async fn correlation(&self, key: &str) -> Result<pb::Correlation, Status> {
-        let bytes = self
-            .h
+        let bytes = self.stored(key).await?;
+        decode_correlation(key, &bytes)
+    }
+
+    /// The stored answer's bytes (an encoded `culprit.v1.Correlation`); NOT_FOUND when none.
+    pub async fn stored(&self, key: &str) -> Result<Vec<u8>, Status> {
+        self.h
             .results
             .get(&DetectionKey(key.to_owned()))
             .await
             .map_err(|e| unavailable("result store", &e))?
-            .ok_or_else(|| Status::not_found(format!("no answer (yet) for detection `{key}`")))?;
-        decode_correlation(key, &bytes)
+            .ok_or_else(|| {
+                correlation_not_found(format!("no answer (yet) for detection `{key}`"), key)
+            })
     }
 }
 
 pub(crate) fn decode_correlation(key: &str, bytes: &[u8]) -> Result<pb::Correlation, Status> {
     pb::Correlation::decode(bytes).map_err(|e| {
         tracing::error!(detection_key = key, error = %e, "stored answer is not a culprit.v1.Correlation");
-        Status::internal(format!("the stored answer for `{key}` is unreadable"))
+        Refusal::new(
+            tonic::Code::Internal,
+            reason::INTERNAL,
+            format!("the stored answer for `{key}` is unreadable"),
+        )
+        .meta("detection_key", key)
+        .build()
     })
 }
 
-pub(crate) fn unavailable(what: &str, e: &dyn std::error::Error) -> Status {
-    tracing::warn!(error = %e, "{what} failed");
-    Status::unavailable(format!("{what} unavailable: {e}"))
-}
+pub(crate) use crate::status::unavailable;
 
 /// The tenant inside `{source}:{tenant}:{id}:{revision}` (revisions may contain `:`).
-pub(crate) fn tenant_of_key(key: &str, field: &str) -> Result<String, Status> {
+pub(crate) fn tenant_of_key<'k>(key: &'k str, field: &str) -> Result<&'k str, Status> {
     let mut parts = key.splitn(4, ':');
     let (source, tenant, id, rev) = (parts.next(), parts.next(), parts.next(), parts.next());
     match (source, tenant, id, rev) {
         (Some(s), Some(t), Some(i), Some(_))
             if culprit_model::SourceKind::parse(s).is_some() && !t.is_empty() && !i.is_empty() =>
         {
-            Ok(t.to_owned())
+            Ok(t)
         }
-        _ => Err(Status::invalid_argument(format!(
-            "{field}: {key:?} is not a detection key `{{source}}:{{tenant}}:{{id}}:{{revision}}`"
-        ))),
+        _ => Err(invalid(
+            field,
+            format!("{key:?} is not a detection key `{{source}}:{{tenant}}:{{id}}:{{revision}}`"),
+        )),
     }
 }
 

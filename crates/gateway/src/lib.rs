@@ -13,10 +13,12 @@ mod auth;
 mod correlation;
 mod ctx;
 mod error;
+mod fast;
 mod feed;
 mod policy;
 mod response;
 mod server;
+mod status;
 pub mod stores;
 mod watch;
 
@@ -25,9 +27,13 @@ pub use auth::{
     hash_key,
 };
 pub use correlation::{CorrelationApi, DETECTION_SCHEMA_VERSION};
-pub use ctx::{BusProbe, GatewayConfig, Handles, Probe, StoreProbe};
+pub use ctx::{
+    BusProbe, DetectionSink, GatewayConfig, Handles, Probe, StoreProbe, SubmitError, Submitted,
+};
 pub use error::GatewayError;
+pub use fast::RawGetCorrelationResponse;
 pub use feed::WATCH_QUEUE;
 pub use policy::{Decision, Mode, POLICY_ACTOR, Policy, PolicyConfig};
 pub use response::{ACTION_ID_METADATA, ERROR_KIND_METADATA, ResponseApi};
 pub use server::{Gateway, serve};
+pub use status::{ERROR_DOMAIN, error_info, reason};

@@ -13,6 +13,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Principal, Scope};
 use crate::ctx::{Ctx, tenant_of_key};
+use crate::status::{Refusal, invalid, reason};
 use crate::stores::{AuditRecord, AuditSink, Outcome};
 
 /// Metadata key carrying the pending action's id with ALREADY_EXISTS.
@@ -138,49 +139,86 @@ pub(crate) fn conclude(
     rec
 }
 
-fn with_meta(mut s: Status, key: &'static str, value: &str) -> Status {
-    if let Ok(v) = value.parse() {
-        s.metadata_mut().insert(key, v);
-    }
-    s
-}
-
-/// One gRPC code per MDE failure, as the issue fixes them.
+/// One gRPC code per MDE failure, as the issue fixes them, with details a client can act on.
 pub(crate) fn mde_status(e: MdeError) -> Status {
     let kind = e.kind();
-    let s = match &e {
-        MdeError::NotFound { .. } => Status::not_found(e.to_string()),
-        MdeError::Ambiguous { .. } | MdeError::AlreadyIsolated { .. } => {
-            Status::failed_precondition(e.to_string())
-        }
-        MdeError::Forbidden { missing_role, .. } => Status::failed_precondition(format!(
-            "Culprit's MDE application lacks the `{}` role: {e}",
-            missing_role.as_deref().unwrap_or("Machine.Isolate")
-        )),
-        MdeError::ActiveRequestAlreadyExists {
-            pending_action_id, ..
-        } => {
-            let s = Status::already_exists(e.to_string());
-            match pending_action_id {
-                Some(id) => with_meta(s, ACTION_ID_METADATA, id),
-                None => s,
+    let msg = e.to_string();
+    let r =
+        match &e {
+            MdeError::NotFound { what, .. } => {
+                Refusal::new(Code::NotFound, reason::MDE_NOT_FOUND, msg).meta("what", what.clone())
             }
-        }
-        MdeError::Unauthorized { .. }
-        | MdeError::InvalidClient { .. }
-        | MdeError::UnauthorizedClient { .. }
-        | MdeError::UnknownTenant { .. }
-        | MdeError::TokenRejected { .. }
-        | MdeError::InvalidConfig { .. } => Status::failed_precondition(format!(
-            "Culprit's MDE credentials for this tenant are not usable: {e}"
-        )),
-        MdeError::InvalidInput { .. } | MdeError::BadRequest { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
-        _ if e.is_retryable() => Status::unavailable(e.to_string()),
-        _ => Status::internal(e.to_string()),
-    };
-    with_meta(s, ERROR_KIND_METADATA, kind)
+            MdeError::Ambiguous { what, ids, .. } => Refusal::new(
+                Code::FailedPrecondition,
+                reason::DEVICE_AMBIGUOUS,
+                msg.clone(),
+            )
+            .meta("device_ids", ids.join(","))
+            .precondition("DEVICE_AMBIGUOUS", what, &msg),
+            MdeError::AlreadyIsolated { machine_id, .. } => Refusal::new(
+                Code::FailedPrecondition,
+                reason::ALREADY_ISOLATED,
+                msg.clone(),
+            )
+            .meta("device_id", machine_id.clone())
+            .precondition("DEVICE_STATE", machine_id, &msg),
+            MdeError::Forbidden { missing_role, .. } => {
+                let role = missing_role.as_deref().unwrap_or("Machine.Isolate");
+                let m = format!("Culprit's MDE application lacks the `{role}` role: {msg}");
+                Refusal::new(
+                    Code::FailedPrecondition,
+                    reason::MDE_ROLE_MISSING,
+                    m.clone(),
+                )
+                .meta("missing_role", role)
+                .precondition("MDE_ROLE", role, &m)
+            }
+            MdeError::ActiveRequestAlreadyExists {
+                pending_action_id,
+                machine_id,
+                ..
+            } => {
+                let r = Refusal::new(Code::AlreadyExists, reason::ACTION_PENDING, msg)
+                    .meta("device_id", machine_id.clone());
+                match pending_action_id {
+                    Some(id) => r
+                        .meta("action_id", id.clone())
+                        .header(ACTION_ID_METADATA, id),
+                    None => r,
+                }
+            }
+            MdeError::Unauthorized { .. }
+            | MdeError::InvalidClient { .. }
+            | MdeError::UnauthorizedClient { .. }
+            | MdeError::UnknownTenant { .. }
+            | MdeError::TokenRejected { .. }
+            | MdeError::InvalidConfig { .. } => {
+                let m = format!("Culprit's MDE credentials for this tenant are not usable: {msg}");
+                Refusal::new(Code::FailedPrecondition, reason::MDE_CREDENTIALS, m.clone())
+                    .precondition("MDE_CREDENTIALS", "tenant", &m)
+            }
+            MdeError::InvalidInput { field, reason: why } => {
+                Refusal::new(Code::InvalidArgument, reason::MDE_REJECTED, msg)
+                    .meta("field", *field)
+                    .field(field, why)
+            }
+            MdeError::BadRequest { code, .. } => {
+                Refusal::new(Code::InvalidArgument, reason::MDE_REJECTED, msg)
+                    .meta("mde_code", code.clone())
+            }
+            MdeError::Throttled { retry_after, .. } => {
+                Refusal::new(Code::Unavailable, reason::UNAVAILABLE, msg)
+                    .meta("dependency", "mde")
+                    .retry_after(retry_after.unwrap_or(StdDuration::from_secs(1)))
+            }
+            _ if e.is_retryable() => Refusal::new(Code::Unavailable, reason::UNAVAILABLE, msg)
+                .meta("dependency", "mde")
+                .retry_after(StdDuration::from_secs(1)),
+            _ => Refusal::new(Code::Internal, reason::INTERNAL, msg),
+        };
+    r.meta("mde_error", kind)
+        .header(ERROR_KIND_METADATA, kind)
+        .build()
 }
 
 fn action_status(s: &culprit_mde::ActionStatus) -> pb::ActionStatus {
@@ -241,20 +279,35 @@ async fn check_state(client: &MdeClient, device_id: &str, act: Act) -> Result<()
         .await
         .map_err(mde_status)?;
     match (state, act) {
-        (IsolationState::Pending(a), _) => Err(with_meta(
-            Status::already_exists(format!(
+        (IsolationState::Pending(a), _) => Err(Refusal::new(
+            Code::AlreadyExists,
+            reason::ACTION_PENDING,
+            format!(
                 "device {device_id} already has a pending {} action {}",
                 a.action_type, a.id
-            )),
-            ACTION_ID_METADATA,
-            &a.id,
-        )),
-        (IsolationState::Isolated(a), Act::Isolate(_)) => Err(Status::failed_precondition(
+            ),
+        )
+        .meta("action_id", a.id.clone())
+        .meta("device_id", device_id)
+        .header(ACTION_ID_METADATA, &a.id)
+        .build()),
+        (IsolationState::Isolated(a), Act::Isolate(_)) => Err(Refusal::new(
+            Code::FailedPrecondition,
+            reason::ALREADY_ISOLATED,
             format!("device {device_id} is already isolated (action {})", a.id),
-        )),
-        (IsolationState::NotIsolated(_), Act::Release) => Err(Status::failed_precondition(
+        )
+        .meta("action_id", a.id.clone())
+        .meta("device_id", device_id)
+        .precondition("DEVICE_STATE", device_id, "already isolated")
+        .build()),
+        (IsolationState::NotIsolated(_), Act::Release) => Err(Refusal::new(
+            Code::FailedPrecondition,
+            reason::NOT_ISOLATED,
             format!("device {device_id} is not isolated: nothing to release"),
-        )),
+        )
+        .meta("device_id", device_id)
+        .precondition("DEVICE_STATE", device_id, "not isolated")
+        .build()),
         _ => Ok(()),
     }
 }
@@ -288,7 +341,7 @@ async fn resolve_target(
     rec: &mut AuditRecord,
 ) -> Result<(String, String), Status> {
     use pb::device_target::Target;
-    let t = target.ok_or_else(|| Status::invalid_argument("target: required"))?;
+    let t = target.ok_or_else(|| invalid("target", "required"))?;
     match &t.target {
         Some(Target::DeviceId(id)) if !id.is_empty() => {
             let tenant = p.single_tenant(&t.tenant, "target.tenant")?;
@@ -298,16 +351,17 @@ async fn resolve_target(
         }
         Some(Target::DetectionKey(key)) if !key.is_empty() => {
             let tenant = tenant_of_key(key, "target.detection_key")?;
-            rec.tenant.clone_from(&tenant);
+            rec.tenant = tenant.to_owned();
             rec.detection_key = Some(key.clone());
-            p.require_tenant(&tenant)?;
+            p.require_tenant(tenant)?;
             let c = ctx.correlation(key).await?;
             let device = device_of(&c)?;
             rec.device_id = Some(device.clone());
-            Ok((tenant, device))
+            Ok((tenant.to_owned(), device))
         }
-        _ => Err(Status::invalid_argument(
-            "target: give device_id (with tenant) or detection_key",
+        _ => Err(invalid(
+            "target",
+            "give device_id (with tenant) or detection_key",
         )),
     }
 }
@@ -316,18 +370,33 @@ async fn resolve_target(
 pub(crate) fn device_of(c: &pb::Correlation) -> Result<String, Status> {
     if c.status == pb::Status::DeviceAmbiguous as i32 || c.devices.len() > 1 {
         let ids: Vec<&str> = c.devices.iter().map(|d| d.device_id.as_str()).collect();
-        return Err(Status::failed_precondition(format!(
+        let m = format!(
             "detection `{}` matches several devices ({}): name one by device_id",
             c.detection_key,
             ids.join(", ")
-        )));
+        );
+        return Err(Refusal::new(
+            Code::FailedPrecondition,
+            reason::DEVICE_AMBIGUOUS,
+            m.clone(),
+        )
+        .meta("detection_key", c.detection_key.clone())
+        .meta("device_ids", ids.join(","))
+        .precondition("DEVICE_AMBIGUOUS", &c.detection_key, &m)
+        .build());
     }
     match &c.device {
         Some(d) if !d.device_id.is_empty() => Ok(d.device_id.clone()),
-        _ => Err(Status::not_found(format!(
-            "detection `{}` has no device in its answer",
-            c.detection_key
-        ))),
+        _ => Err(Refusal::new(
+            Code::NotFound,
+            reason::MDE_NOT_FOUND,
+            format!(
+                "detection `{}` has no device in its answer",
+                c.detection_key
+            ),
+        )
+        .meta("detection_key", c.detection_key.clone())
+        .build()),
     }
 }
 
@@ -335,8 +404,9 @@ fn isolation_of(v: i32) -> Result<IsolationType, Status> {
     match pb::IsolationType::try_from(v) {
         Ok(pb::IsolationType::Full) => Ok(IsolationType::Full),
         Ok(pb::IsolationType::Selective) => Ok(IsolationType::Selective),
-        _ => Err(Status::invalid_argument(
-            "isolation_type: ISOLATION_TYPE_FULL or ISOLATION_TYPE_SELECTIVE",
+        _ => Err(invalid(
+            "isolation_type",
+            "ISOLATION_TYPE_FULL or ISOLATION_TYPE_SELECTIVE",
         )),
     }
 }
@@ -359,8 +429,9 @@ impl ResponseApi {
             Asked::Release => Act::Release,
         };
         if comment.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "comment: required (why, shown in Defender and the audit trail)",
+            return Err(invalid(
+                "comment",
+                "required (why, shown in Defender and the audit trail)",
             ));
         }
         let (tenant, device) = resolve_target(&self.ctx, &p, target, rec).await?;
@@ -403,8 +474,11 @@ impl ResponseApi {
 }
 
 /// Answer a little before the client's deadline, so the attempt is audited (tonic's own
-/// timeout would drop the handler without a record).
-const DEADLINE_MARGIN: StdDuration = StdDuration::from_millis(20);
+/// timeout would drop the handler without a record) and the client, whose own timer started
+/// earlier, most often reads a real DEADLINE_EXCEEDED: a tenth of the deadline, 20 to 250 ms.
+fn deadline_margin(d: StdDuration) -> StdDuration {
+    (d / 10).clamp(StdDuration::from_millis(20), StdDuration::from_millis(250))
+}
 
 async fn within(
     deadline: Option<StdDuration>,
@@ -413,12 +487,15 @@ async fn within(
     let Some(d) = deadline else {
         return attempt.await;
     };
-    tokio::time::timeout(d.saturating_sub(DEADLINE_MARGIN), attempt)
+    tokio::time::timeout(d.saturating_sub(deadline_margin(d)), attempt)
         .await
         .unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(
+            Err(Refusal::new(
+                Code::DeadlineExceeded,
+                reason::DEADLINE,
                 "the deadline passed before MDE answered: the action may have been created, check the device's actions",
-            ))
+            )
+            .build())
         })
 }
 
@@ -484,7 +561,7 @@ impl ResponseService for ResponseApi {
         let r = request.get_ref();
         let tenant = p.single_tenant(&r.tenant, "tenant")?;
         if r.action_id.trim().is_empty() {
-            return Err(Status::invalid_argument("action_id: required"));
+            return Err(invalid("action_id", "required"));
         }
         let client = self.ctx.mde(&tenant)?;
         let a = client.action(&r.action_id).await.map_err(mde_status)?;

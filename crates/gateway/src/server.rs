@@ -18,6 +18,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::KeyRing;
 use crate::correlation::CorrelationApi;
 use crate::ctx::{Ctx, GatewayConfig};
+use crate::fast::FastCorrelationService;
 use crate::policy::{Policy, PolicyConfig};
 use crate::response::ResponseApi;
 use crate::{GatewayError, feed};
@@ -72,7 +73,8 @@ impl Gateway {
         let reflection_v1 = reflection().build_v1().map_err(server_err)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(server_err)?;
         let mut builder =
-            Server::builder().trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()));
+            // A span per call in the caller's trace (`traceparent` metadata).
+            Server::builder().trace_fn(culprit_metrics::grpc::request_span);
         if let Some(tls) = tls_config(&self.ctx.settings.tls)? {
             builder = builder.tls_config(tls).map_err(server_err)?;
         }
@@ -86,10 +88,11 @@ impl Gateway {
             set_all(&reporter, ServingStatus::NotServing).await;
         };
         let router = builder
+            .layer(culprit_metrics::grpc::GrpcMetricsLayer::default())
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CorrelationServiceServer::new(CorrelationApi {
+            .add_service(FastCorrelationService::new(CorrelationApi {
                 ctx: self.ctx.clone(),
             }))
             .add_service(ResponseServiceServer::new(ResponseApi {

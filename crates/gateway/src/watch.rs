@@ -9,10 +9,11 @@ use culprit_proto::convert::status_from_proto;
 use culprit_proto::v1 as pb;
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::auth::Principal;
 use crate::ctx::{Ctx, unavailable};
+use crate::status::{Refusal, invalid, invalid_convert, reason};
 use crate::stores::{LoggedEvent, ReadError};
 
 const BATCH: usize = 256;
@@ -30,7 +31,7 @@ impl WatchFilter {
     pub fn new(p: &Principal, r: &pb::WatchCorrelationsRequest) -> Result<Self, Status> {
         for (i, s) in r.statuses.iter().enumerate() {
             status_from_proto(&format!("statuses[{i}]"), *s)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| invalid_convert("", &e))?;
         }
         Ok(WatchFilter {
             tenants: p.narrow(&r.tenants)?,
@@ -61,8 +62,12 @@ pub(crate) fn subject(e: &pb::CorrelationEvent) -> Option<&pb::Correlation> {
 
 fn read_status(e: ReadError) -> Status {
     match e {
-        ReadError::InvalidPosition { .. } => Status::invalid_argument(e.to_string()),
-        ReadError::Expired { .. } => Status::out_of_range(e.to_string()),
+        ReadError::InvalidPosition { ref reason, .. } => invalid("after_position", reason),
+        ReadError::Expired { ref oldest, .. } => {
+            Refusal::new(Code::OutOfRange, reason::POSITION_EXPIRED, e.to_string())
+                .meta("oldest_position", oldest.clone())
+                .build()
+        }
         ReadError::Backend(b) => unavailable("event log", &b),
     }
 }
@@ -120,9 +125,14 @@ async fn run(ctx: Arc<Ctx>, filter: WatchFilter, mut pos: Option<String>, tx: Tx
             r = changed.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
             _ = crate::ctx::stopped(shutdown.clone()) => {
-                let _ = tx.send(Err(Status::unavailable(
+                let _ = tx.send(Err(Refusal::new(
+                    Code::Unavailable,
+                    reason::UNAVAILABLE,
                     "server shutting down: reconnect with after_position",
-                ))).await;
+                )
+                .meta("dependency", "gateway")
+                .meta("resume_after", pos.clone().unwrap_or_default())
+                .build())).await;
                 return;
             }
         }

@@ -146,12 +146,26 @@ async fn a_response_call_honours_the_client_deadline_and_is_audited() {
             comment: "slow".into(),
         },
     );
-    req.set_timeout(Duration::from_millis(300));
+    req.set_timeout(Duration::from_millis(600));
     let started = Instant::now();
     let e = app.resp().isolate_device(req).await.unwrap_err();
-    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    // The server answers DEADLINE_EXCEEDED 60 ms early; on a loaded machine the client's own
+    // timer (tonic enforces `grpc-timeout` locally too) can still fire first, as CANCELLED.
+    // Either way the server must stop waiting for MDE and audit the attempt as failed.
+    let client_timer = e.code() == Code::Cancelled && e.message().contains("Timeout expired");
+    assert!(e.code() == Code::DeadlineExceeded || client_timer, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
-    let audit = app.audit().await;
+    let audit = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let a = app.audit().await;
+            if !a.is_empty() {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the attempt is audited");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].outcome, Outcome::Failed);
     app.shutdown().await;

@@ -21,6 +21,18 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use convert::{ConvertError, TelemetryBundle};
 
+/// Values of the bus's schema-version header (`x-culprit-schema-version`): the full name of
+/// the protobuf message a payload holds. Every publisher and consumer uses these, so a reader
+/// can tell a payload it does not understand from a broken one.
+pub mod schema {
+    /// `culprit.v1.Detection`, on the detections topic.
+    pub const DETECTION: &str = "culprit.v1.Detection";
+    /// `culprit.v1.TelemetryBundle`, on the telemetry topic.
+    pub const TELEMETRY_BUNDLE: &str = "culprit.v1.TelemetryBundle";
+    /// `culprit.v1.CorrelationEvent`, on the correlations topic.
+    pub const CORRELATION_EVENT: &str = "culprit.v1.CorrelationEvent";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

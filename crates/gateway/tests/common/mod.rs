@@ -162,6 +162,7 @@ pub async fn spawn_app(o: Options) -> App {
         results: results.clone(),
         idempotency: results.clone(),
         publisher: Arc::new(bus.clone()),
+        submit: None,
         subscriber: Some(Arc::new(bus.clone())),
         stores: stores.clone(),
         mde,
