@@ -732,9 +732,10 @@ fn compose_mounts_exist_and_telemetry_reaches_jaeger() {
             .any(|e| text(&otel, &["exporters", e, "endpoint"]).starts_with("jaeger:")),
         "traces go to Jaeger: {traces:?}"
     );
+    // The roles export OTLP over HTTP (protobuf), so they must point at the HTTP receiver.
     let otlp = text(
         &otel,
-        &["receivers", "otlp", "protocols", "grpc", "endpoint"],
+        &["receivers", "otlp", "protocols", "http", "endpoint"],
     );
     let port = otlp.rsplit(':').next().unwrap_or("");
     let env = compose_env(&c["services"]["hunter"]);
@@ -742,7 +743,7 @@ fn compose_mounts_exist_and_telemetry_reaches_jaeger() {
         env.iter()
             .any(|(k, v)| k == "CULPRIT__TELEMETRY__OTLP_ENDPOINT"
                 && v == &format!("http://otel-collector:{port}")),
-        "roles export to the collector's OTLP port {port}"
+        "roles export to the collector's OTLP/HTTP port {port}"
     );
 }
 

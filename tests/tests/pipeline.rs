@@ -100,18 +100,22 @@ async fn detections_flow_through_rabbitmq_and_redis_to_one_result_each() {
     let mut backends = BTreeMap::new();
     backends.insert(tenant.to_owned(), tt.tenant.backend.clone());
     for _ in 0..2 {
-        let hunter = HunterService {
-            bus: bus.clone(),
-            budget: redis.clone(),
-            clock: Arc::new(SystemClock),
-            backends: backends.clone(),
-            config: HunterConfig {
+        let hunter = HunterService::new(
+            bus.clone(),
+            redis.clone(),
+            Arc::new(SystemClock),
+            backends.clone(),
+            HunterConfig {
                 batch_window: Duration::from_millis(300),
                 max_batch: 50,
                 prefetch: 64,
-                reach: culprit_hunter::Reach::default(),
+                // One event per detection: no re-query within this test.
+                requery_after: Vec::new(),
+                ..HunterConfig::default()
             },
-        };
+        )
+        .with_cache(redis.clone())
+        .with_idempotency(redis.clone());
         shutdown.spawn(hunter.run(shutdown.clone()));
     }
     let correlator = CorrelatorService {
@@ -121,6 +125,7 @@ async fn detections_flow_through_rabbitmq_and_redis_to_one_result_each() {
         options: culprit_correlator::Options::default(),
         links: Arc::new(|_| None),
         prefetch: 16,
+        handled: Some(redis.clone()),
     };
     shutdown.spawn(correlator.run(shutdown.clone()));
 

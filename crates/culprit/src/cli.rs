@@ -57,6 +57,8 @@ enum Command {
     /// Gateway API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +186,24 @@ enum TwinCommand {
         /// Where to write the generated CA certificate (PEM); default: the temp folder.
         #[arg(long, value_name = "FILE", requires = "tls")]
         ca_out: Option<PathBuf>,
+        /// Also serve the folders' ndr/vectra_detections.json as the Vectra API (OAuth
+        /// `/oauth2/token`, `/api/v3.3/detections`, `/api/v3.5/events/detections`) on ADDR.
+        #[arg(long, value_name = "ADDR")]
+        vectra_listen: Option<String>,
+    },
+    /// Write a synthetic tenant (scenario format) with injected attacks and their truth.
+    Generate {
+        #[arg(long)]
+        devices: usize,
+        #[arg(long)]
+        hours: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Injected attacks (default: one per ten devices, at least one).
+        #[arg(long)]
+        attacks: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -201,9 +221,7 @@ enum KqlCommand {
 }
 
 pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
-    let style = Style {
-        color: stdout_is_terminal,
-    };
+    let style = Style::for_stdout(stdout_is_terminal);
     match cli.command {
         Command::Demo(a) => demo(a, style).await,
         Command::Correlate(a) => correlate(a, style).await,
@@ -215,7 +233,30 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
             secret,
             tls,
             ca_out,
-        }) => twin_serve(data, &listen, secret, tls.then_some(ca_out)).await,
+            vectra_listen,
+        }) => twin_serve(data, &listen, secret, tls.then_some(ca_out), vectra_listen).await,
+        Command::Twin(TwinCommand::Generate {
+            devices,
+            hours,
+            seed,
+            attacks,
+            out,
+        }) => {
+            let mut opts = culprit_mde_twin::generate::GenerateOptions::new(devices, hours, seed);
+            if let Some(a) = attacks {
+                opts.attacks = a;
+            }
+            let summary = culprit_mde_twin::generate::generate_to_dir(&opts, &out)?;
+            for (table, rows) in &summary.rows {
+                eprintln!("{table}: {rows} rows");
+            }
+            eprintln!(
+                "{} detections with their truth in {}",
+                summary.detections,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Kql(KqlCommand::Check {
             corpus,
             tables,
@@ -224,11 +265,12 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
         Command::Serve { role, config } => {
             let settings = Settings::load(config.as_deref())?;
             settings.validate()?;
-            culprit_telemetry::init(
-                &settings.telemetry.log_format,
-                &settings.telemetry.log_filter,
-            )?;
-            crate::serve::serve(settings, role).await?;
+            let telemetry =
+                culprit_telemetry::install(&crate::observe::telemetry_config(&settings, role))?;
+            let served = crate::serve::serve(settings, role).await;
+            // Flushed on every exit, so the spans of a failed drain reach the collector too.
+            crate::observe::shutdown_telemetry(telemetry).await;
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Mde(MdeCommand::Check { config, tenant }) => {
@@ -239,6 +281,30 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
             tenants,
             id,
         }) => keys_create(&scopes, &tenants, id.as_deref()),
+        Command::Client(c) => client_verb(c, style).await,
+    }
+}
+
+/// A gateway client verb: the key from the environment, answers on stdout, the failure's
+/// message on stderr and its exit status.
+async fn client_verb(c: crate::client::ClientCommand, style: Style) -> Result<ExitCode> {
+    let key = std::env::var(crate::client::API_KEY_ENV)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| secrecy::SecretString::from(k.trim().to_owned()));
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut io = crate::client::Io {
+        out: &mut out,
+        err: &mut err,
+        style,
+    };
+    match crate::client::run(c, key, &mut io).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(f) if f.exit == 0 => Ok(ExitCode::SUCCESS),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            Ok(ExitCode::from(f.exit))
+        }
     }
 }
 
@@ -478,6 +544,7 @@ async fn twin_serve(
     listen: &str,
     secret: Option<String>,
     tls: Option<Option<PathBuf>>,
+    vectra_listen: Option<String>,
 ) -> Result<ExitCode> {
     init_logs(&Settings::default())?;
     let secret = secret.unwrap_or_else(|| {
@@ -485,6 +552,21 @@ async fn twin_serve(
             .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
             .collect()
     });
+    let vectra = match &vectra_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--vectra-listen {addr}"))?;
+            let config = culprit_mde_twin::VectraTwinConfig::single_client(
+                VECTRA_TWIN_CLIENT_ID,
+                &secret,
+                &secret,
+                data.clone(),
+            );
+            Some(culprit_mde_twin::VectraTwin::start(config, listener, None).await?)
+        }
+        None => None,
+    };
     let mut config = culprit_mde_twin::TwinConfig::single_tenant(
         pipeline::TWIN_TENANT_ID,
         pipeline::TWIN_CLIENT_ID,
@@ -517,10 +599,25 @@ async fn twin_serve(
         "  (set [tenants.NAME.endpoints] login/graph/mde_api to {})",
         twin.base_url()
     );
+    if let Some(v) = &vectra {
+        eprintln!(
+            "vectra API serving on {} ({} detections)",
+            v.base_url(),
+            v.detection_count()
+        );
+        eprintln!("  client_id     {VECTRA_TWIN_CLIENT_ID} (OAuth, secret as above)");
+        eprintln!("  api token     the client secret above (v2 `Authorization: Token`)");
+    }
     shutdown.triggered().await;
+    if let Some(v) = vectra {
+        v.shutdown().await;
+    }
     twin.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The OAuth client the Vectra stand-in of `twin serve --vectra-listen` accepts.
+const VECTRA_TWIN_CLIENT_ID: &str = "culprit-vectra";
 
 fn kql_check(corpus: &Path, tables: Option<&Path>, format: Format) -> Result<ExitCode> {
     let text =

@@ -46,36 +46,86 @@ pub async fn serve(settings: Settings, role: Option<Role>) -> Result<()> {
 }
 
 /// As [`serve`], with the stop signal and the gateway's listener given (tests bind port 0).
+/// The metrics endpoint listens on `telemetry.metrics_listen` when that is set.
 pub async fn serve_with(
     settings: Settings,
     role: Option<Role>,
     shutdown: Shutdown,
     gateway: Option<tokio::net::TcpListener>,
 ) -> Result<()> {
+    let metrics = match settings.telemetry.metrics_listen.trim() {
+        "" => None,
+        addr => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("telemetry.metrics_listen {addr}"))?,
+        ),
+    };
+    serve_observed(settings, role, shutdown, gateway, metrics).await
+}
+
+/// As [`serve_with`], with the metrics endpoint's listener given too.
+pub async fn serve_observed(
+    settings: Settings,
+    role: Option<Role>,
+    shutdown: Shutdown,
+    gateway: Option<tokio::net::TcpListener>,
+    metrics: Option<tokio::net::TcpListener>,
+) -> Result<()> {
     let bus = bus(&settings, role).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let stores = stores(&settings, clock.clone())?;
+    if let Some(listener) = metrics {
+        let server =
+            crate::observe::metrics_server(&settings, role, bus.clone(), &stores, clock.clone());
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics endpoint listening");
+        let sd = shutdown.clone();
+        shutdown.spawn(async move {
+            if let Err(e) = server
+                .serve(listener, async move { sd.triggered().await })
+                .await
+            {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     let runs = |r: Role| role.is_none_or(|x| x == r);
-    if runs(Role::Ingest) && role.is_some() {
-        bail!(
-            "--role ingest: the ingest service (webhook, syslog, API poller) is not built yet; \
-             submit detections with `culprit correlate` or publish them to the detections exchange"
+    if runs(Role::Ingest) {
+        if role.is_some() && settings.ingest.sources.is_empty() {
+            bail!(
+                "--role ingest: no source is configured; add an [ingest.sources.NAME] section \
+                 (webhook, syslog_udp, syslog_tcp, syslog_tls or vectra_api)"
+            );
+        }
+        let publisher = culprit_ingest_server::IngestPublisher::new(
+            bus.clone(),
+            stores.idempotency.clone(),
+            culprit_ingest_server::IngestService::publisher_config(&settings.ingest),
         );
+        // Vectra API pollers keep their place where the other shared state lives.
+        let checkpoints: Arc<dyn culprit_cache::CheckpointStore> =
+            match settings.store.kind.as_str() {
+                "memory" => Arc::new(culprit_cache::MemoryCheckpoints::default()),
+                _ => Arc::new(RedisStores::connect_lazy(
+                    settings.store.url.expose_secret(),
+                    &settings.store.key_prefix,
+                )?),
+            };
+        culprit_ingest_server::IngestService::bind(&settings.ingest, publisher)
+            .await?
+            .with_pollers(&settings.ingest, checkpoints)?
+            .spawn(&shutdown);
     }
     if runs(Role::Hunter) {
         let backends = backends(&settings)?;
-        let hunter = HunterService {
-            bus: bus.clone(),
-            budget: stores.budget.clone(),
-            clock: clock.clone(),
+        let hunter = HunterService::new(
+            bus.clone(),
+            stores.budget.clone(),
+            clock.clone(),
             backends,
-            config: HunterConfig {
-                batch_window: Duration::from_millis(settings.hunter.batch_window_ms),
-                max_batch: settings.hunter.max_batch,
-                prefetch: settings.bus.prefetch,
-                reach: crate::cli::reach(&settings),
-            },
-        };
+            hunter_config(&settings),
+        )
+        .with_stores(&stores);
         let sd = shutdown.clone();
         shutdown.spawn(async move {
             if let Err(e) = hunter.run(sd).await {
@@ -95,6 +145,7 @@ pub async fn serve_with(
                 pipeline::links(portal, c)
             }),
             prefetch: settings.bus.prefetch,
+            handled: Some(stores.idempotency.clone()),
         };
         let sd = shutdown.clone();
         shutdown.spawn(async move {
@@ -155,11 +206,32 @@ async fn bus(settings: &Settings, role: Option<Role>) -> Result<Arc<dyn Bus>> {
     }
 }
 
+fn hunter_config(settings: &Settings) -> HunterConfig {
+    let h = &settings.hunter;
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    HunterConfig {
+        batch_window: Duration::from_millis(h.batch_window_ms),
+        max_batch: h.max_batch,
+        prefetch: settings.bus.prefetch,
+        reach: crate::cli::reach(settings),
+        requery_after: h.requery_after_secs.iter().copied().map(secs).collect(),
+        cache_ttl: Duration::from_secs(h.cache_secs),
+        empty_cache_ttl: Duration::from_secs(h.empty_cache_secs),
+        hunt_attempts: h.hunt_attempts,
+        // Within the process's own grace, so the drain still ends cleanly.
+        shutdown_grace: GRACE.saturating_sub(Duration::from_secs(5)),
+        ..HunterConfig::default()
+    }
+}
+
 fn stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Stores> {
+    // A time-scaled run (tests, the soak bench) shrinks the windows, never the limits.
+    let scale = settings.hunter.budget_time_scale;
     let limits = BudgetLimits {
         per_minute: settings.hunter.calls_per_minute,
         per_hour: settings.hunter.calls_per_hour,
-        ..BudgetLimits::default()
+        minute: Duration::from_secs_f64(60.0 / scale),
+        hour: Duration::from_secs_f64(3600.0 / scale),
     };
     match settings.store.kind.as_str() {
         "memory" => Ok(Stores::memory(clock, limits)?),
@@ -206,6 +278,14 @@ async fn gateway_config(
             results: stores.results.clone(),
             idempotency: stores.idempotency.clone(),
             publisher: bus.clone(),
+            // The ingest path: confirms, mandatory, dedup shared with webhook and syslog.
+            submit: Some(Arc::new(crate::submit::IngestSink(
+                culprit_ingest_server::IngestPublisher::new(
+                    bus.clone(),
+                    stores.idempotency.clone(),
+                    culprit_ingest_server::IngestService::publisher_config(&settings.ingest),
+                ),
+            ))),
             subscriber: Some(bus.clone()),
             stores: gateway_stores,
             mde,

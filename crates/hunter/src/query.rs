@@ -86,36 +86,35 @@ pub fn batch_query(batch: &[&Detection], reach: &Reach) -> Query {
     };
     statements.push(let_stmt("devices", devices));
 
-    let mut ops = vec![where_(any_between(&event_spans)), where_(in_devices())];
-    for table in FACT_TABLES {
-        ops.push(Operator::Union(Union {
-            params: Vec::new(),
-            withsource: None,
-            tables: vec![TabularExpr {
-                source: Source::Expr(name(table)),
-                ops: vec![
-                    where_(any_between(&fact_spans)),
-                    where_(in_devices()),
-                    Operator::Extend {
-                        exprs: vec![NamedExpr {
-                            name: Some(TABLE_COLUMN.into()),
-                            expr: str_lit(table),
-                        }],
-                        pos: Pos::default(),
-                    },
-                ],
-            }],
-            pos: Pos::default(),
-        }));
-    }
+    // Each table filtered in its own leg, then the union: an engine that materialises a
+    // union's inputs before filtering it (the twin's does) then reads only the matching rows.
+    let leg = |table: &str, spans: &[Window]| TabularExpr {
+        source: Source::Expr(name(table)),
+        ops: vec![
+            where_(in_devices()),
+            where_(any_between(spans)),
+            Operator::Extend {
+                exprs: vec![NamedExpr {
+                    name: Some(TABLE_COLUMN.into()),
+                    expr: str_lit(table),
+                }],
+                pos: Pos::default(),
+            },
+        ],
+    };
+    let tables = EVENT_TABLES
+        .iter()
+        .map(|t| leg(t, &event_spans))
+        .chain(FACT_TABLES.iter().map(|t| leg(t, &fact_spans)))
+        .collect();
     statements.push(Statement::Tabular(TabularExpr {
         source: Source::Union(Union {
             params: Vec::new(),
-            withsource: Some(TABLE_COLUMN.into()),
-            tables: EVENT_TABLES.iter().map(|t| scalar(name(t))).collect(),
+            withsource: None,
+            tables,
             pos: Pos::default(),
         }),
-        ops,
+        ops: Vec::new(),
     }));
     Query { statements }
 }
