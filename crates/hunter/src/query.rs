@@ -3,7 +3,8 @@
 //!
 //! One query per batch: device resolution for every detection's source address in its window,
 //! then the process, network and device-event rows of those devices around each window, plus
-//! the devices' facts. Rows carry the table they came from in `TableName`.
+//! the devices' facts, each with only the columns the attribution reads. Rows carry the table
+//! they came from in `TableName`.
 
 use std::net::IpAddr;
 
@@ -11,6 +12,7 @@ use culprit_kql::ast::{
     BinOp, Expr, LetValue, Literal, MvExpandItem, NamedExpr, Operator, Pos, Query, Source,
     Statement, TabularExpr, Union,
 };
+use culprit_model::telemetry::columns_read;
 use culprit_model::{Detection, Duration, Timestamp, Window};
 
 /// How far around a detection's window rows are fetched.
@@ -88,19 +90,32 @@ pub fn batch_query(batch: &[&Detection], reach: &Reach) -> Query {
 
     // Each table filtered in its own leg, then the union: an engine that materialises a
     // union's inputs before filtering it (the twin's does) then reads only the matching rows.
-    let leg = |table: &str, spans: &[Window]| TabularExpr {
-        source: Source::Expr(name(table)),
-        ops: vec![
-            where_(in_devices()),
-            where_(any_between(spans)),
-            Operator::Extend {
-                exprs: vec![NamedExpr {
-                    name: Some(TABLE_COLUMN.into()),
-                    expr: str_lit(table),
-                }],
-                pos: Pos::default(),
-            },
-        ],
+    // Each leg keeps only the columns the attribution reads: a union answer otherwise carries
+    // every column of all five tables in every row, several times the bytes and the hunter's
+    // memory. `column_ifexists` keeps a column a tenant's schema lacks from failing the query.
+    let leg = |table: &str, spans: &[Window]| {
+        let mut exprs: Vec<NamedExpr> = columns_read(table)
+            .into_iter()
+            .map(|c| NamedExpr {
+                name: Some(c.into()),
+                expr: call("column_ifexists", vec![str_lit(c), str_lit("")]),
+            })
+            .collect();
+        exprs.push(NamedExpr {
+            name: Some(TABLE_COLUMN.into()),
+            expr: str_lit(table),
+        });
+        TabularExpr {
+            source: Source::Expr(name(table)),
+            ops: vec![
+                where_(in_devices()),
+                where_(any_between(spans)),
+                Operator::Project {
+                    exprs,
+                    pos: Pos::default(),
+                },
+            ],
+        }
     };
     let tables = EVENT_TABLES
         .iter()

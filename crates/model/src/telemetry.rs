@@ -125,6 +125,73 @@ pub const TABLES: [&str; 5] = [
     "DeviceInfo",
 ];
 
+const HEAD: [&str; 3] = ["Timestamp", "DeviceId", "DeviceName"];
+const INITIATING: [&str; 13] = [
+    "InitiatingProcessId",
+    "InitiatingProcessFileName",
+    "InitiatingProcessFolderPath",
+    "InitiatingProcessCommandLine",
+    "InitiatingProcessCreationTime",
+    "InitiatingProcessSHA1",
+    "InitiatingProcessSHA256",
+    "InitiatingProcessAccountDomain",
+    "InitiatingProcessAccountName",
+    "InitiatingProcessIntegrityLevel",
+    "InitiatingProcessParentId",
+    "InitiatingProcessParentFileName",
+    "InitiatingProcessParentCreationTime",
+];
+const OWN: [&str; 10] = [
+    "ProcessId",
+    "FileName",
+    "FolderPath",
+    "ProcessCommandLine",
+    "ProcessCreationTime",
+    "SHA1",
+    "SHA256",
+    "AccountDomain",
+    "AccountName",
+    "ProcessIntegrityLevel",
+];
+const FLOW: [&str; 5] = [
+    "LocalIP",
+    "LocalPort",
+    "RemoteIP",
+    "RemotePort",
+    "RemoteUrl",
+];
+const DEVICE: [&str; 8] = [
+    "DeviceManualTags",
+    "DeviceDynamicTags",
+    "RegistryDeviceTag",
+    "OSPlatform",
+    "OnboardingStatus",
+    "SensorHealthState",
+    "MachineGroup",
+    "DeviceType",
+];
+
+/// The columns of `table` that [`Telemetry::add_table`] reads (empty for a table it ignores),
+/// so a query can fetch only those: every other column is bytes over the wire and memory in
+/// the hunter. `columns_read_cover_every_field` keeps this in step with the readers below.
+pub fn columns_read(table: &str) -> Vec<&'static str> {
+    let parts: &[&[&'static str]] = match table {
+        "DeviceNetworkEvents" => &[&HEAD, &["ActionType", "Protocol"], &FLOW, &INITIATING],
+        "DeviceProcessEvents" => &[&HEAD, &["ActionType"], &OWN, &INITIATING],
+        "DeviceEvents" => &[
+            &HEAD,
+            &["ActionType", "AdditionalFields"],
+            &OWN,
+            &FLOW,
+            &INITIATING,
+        ],
+        "DeviceNetworkInfo" => &[&HEAD, &["IPAddresses"]],
+        "DeviceInfo" => &[&HEAD, &DEVICE],
+        _ => &[],
+    };
+    parts.iter().flat_map(|p| p.iter().copied()).collect()
+}
+
 impl Telemetry {
     /// Adds a table's rows by its name; unknown tables are ignored. Rows without a timestamp
     /// or a device id cannot be placed and are skipped (counted in the return value).
@@ -391,6 +458,65 @@ mod tests {
         assert_eq!(e.remote_ip, parse_ip("10.0.5.13"));
         assert_eq!(e.remote_port, Some(8080));
         assert_eq!(e.initiating.process_id, Some(1988));
+    }
+
+    /// A row with only the listed columns, each holding a value, must fill every field the
+    /// table's reader produces: a reader that reads a column missing from the list leaves a
+    /// field empty, and this fails naming it.
+    #[test]
+    fn columns_read_cover_every_field() {
+        fn empty_fields(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Null => out.push(path.to_owned()),
+                serde_json::Value::String(s) if s.is_empty() => out.push(path.to_owned()),
+                serde_json::Value::Array(a) if a.is_empty() => out.push(path.to_owned()),
+                serde_json::Value::Array(a) => {
+                    for (i, v) in a.iter().enumerate() {
+                        empty_fields(v, &format!("{path}.{i}"), out);
+                    }
+                }
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        empty_fields(v, &format!("{path}.{k}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for table in TABLES {
+            let names = columns_read(table);
+            let mut cols = Vec::new();
+            let mut obj = serde_json::Map::new();
+            for n in &names {
+                let (ty, v) = if n.ends_with("Time") || *n == "Timestamp" {
+                    (KustoType::DateTime, json!("2023-08-16T04:54:30Z"))
+                } else if n.ends_with("Id") && *n != "DeviceId" || n.ends_with("Port") {
+                    (KustoType::Int64, json!(445))
+                } else if n.ends_with("IP") {
+                    (KustoType::String, json!("10.0.5.13"))
+                } else if *n == "IPAddresses" {
+                    (KustoType::Object, json!([{"IPAddress": "10.0.5.13"}]))
+                } else if n.ends_with("Tags") || *n == "AdditionalFields" {
+                    (KustoType::Object, json!(["tag"]))
+                } else {
+                    (KustoType::String, json!("x"))
+                };
+                cols.push(Column::new(*n, ty));
+                obj.insert((*n).to_owned(), v);
+            }
+            let t = Table::from_json_objects(cols, [&obj]);
+            let mut tel = Telemetry::default();
+            assert_eq!(tel.add_table(table, &t), 0, "{table}");
+            let read = serde_json::to_value(&tel).unwrap();
+            let mut empty = Vec::new();
+            empty_fields(&read, "", &mut empty);
+            // Tables other than this one are empty lists, not missing columns.
+            empty.retain(|p| p.matches('.').count() > 1);
+            assert!(
+                empty.is_empty(),
+                "{table}: not read from the listed columns: {empty:?}"
+            );
+        }
     }
 
     #[test]
