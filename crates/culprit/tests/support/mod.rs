@@ -799,7 +799,7 @@ pub async fn wait_quiet(prefix: &str, twin: &TwinSetup, deadline: Instant) {
             queue_table(prefix)
         );
         polls += 1;
-        if polls % 20 == 0 {
+        if polls.is_multiple_of(20) {
             // A long wait is worth seeing where: which queue holds what, and who consumes it.
             eprintln!(
                 "still waiting ({polls} polls): {:?} queued, twin hunting calls {:?}\n{}",
