@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use culprit_bus::{Bus, QueueName};
-use culprit_cache::{Clock, HuntBudget, ResultStore, Stores};
-use culprit_metrics::{Metrics, MetricsServer, Probe, Refresh};
-use culprit_model::DetectionKey;
+use culprit_cache::{Clock, HuntBudget, Stores};
+use culprit_gateway::{BusProbe, StoreProbe};
+use culprit_metrics::{Metrics, MetricsServer, Refresh};
 use culprit_settings::Settings;
 use culprit_telemetry::{Telemetry, TelemetryConfig};
 use futures::future::BoxFuture;
@@ -56,7 +56,10 @@ pub fn metrics_server(
     clock: Arc<dyn Clock>,
 ) -> MetricsServer {
     let mut server = MetricsServer::new(culprit_metrics::metrics().clone())
-        .probe(Arc::new(BusProbe(bus.clone())))
+        .probe(Arc::new(BusProbe {
+            bus: bus.clone(),
+            queue: QueueName::Hunt,
+        }))
         .probe(Arc::new(StoreProbe(stores.results.clone())))
         .refresh(Arc::new(QueueDepths(bus)));
     if role.is_none_or(|r| r == Role::Hunter) {
@@ -67,41 +70,6 @@ pub fn metrics_server(
         }));
     }
     server
-}
-
-/// The bus answers: the hunt queue's depth can be read.
-struct BusProbe(Arc<dyn Bus>);
-
-impl Probe for BusProbe {
-    fn name(&self) -> &str {
-        "bus"
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .queue_depth(QueueName::Hunt)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// The result store answers: a read of a key that never exists.
-struct StoreProbe(Arc<dyn ResultStore>);
-
-impl Probe for StoreProbe {
-    fn name(&self) -> &str {
-        "store"
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let key = DetectionKey("health:probe:0:0".to_owned());
-            self.0.get(&key).await.map(drop).map_err(|e| e.to_string())
-        })
-    }
 }
 
 struct QueueDepths(Arc<dyn Bus>);

@@ -291,7 +291,10 @@ async fn gateway_config(
             mde,
             probes: vec![
                 Arc::new(culprit_gateway::StoreProbe(stores.results.clone())),
-                Arc::new(culprit_gateway::BusProbe(bus)),
+                Arc::new(culprit_gateway::BusProbe {
+                    bus,
+                    queue: culprit_bus::QueueName::Policy,
+                }),
             ],
             clock,
         },

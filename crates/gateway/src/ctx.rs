@@ -18,12 +18,8 @@ use crate::auth::KeyRing;
 use crate::status::{Refusal, correlation_not_found, failed_precondition, invalid, reason};
 use crate::stores::{BoxFuture, GatewayStores};
 
-/// A dependency whose reachability gates gRPC health.
-pub trait Probe: Send + Sync + fmt::Debug {
-    /// Short name for logs (`store`, `bus`).
-    fn name(&self) -> &str;
-    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
-}
+/// A dependency whose reachability gates gRPC health (the same checks as `/readyz`).
+pub use culprit_metrics::Probe;
 
 /// The result store answers (a read of a key that never exists).
 #[derive(Debug)]
@@ -41,9 +37,12 @@ impl Probe for StoreProbe {
     }
 }
 
-/// The bus answers (the depth of the policy queue).
+/// The bus answers: the depth of `queue` (one the process consumes) can be read.
 #[derive(Debug)]
-pub struct BusProbe(pub Arc<dyn BusInspector>);
+pub struct BusProbe {
+    pub bus: Arc<dyn BusInspector>,
+    pub queue: QueueName,
+}
 
 impl Probe for BusProbe {
     fn name(&self) -> &str {
@@ -51,8 +50,8 @@ impl Probe for BusProbe {
     }
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            self.0
-                .queue_depth(QueueName::Policy)
+            self.bus
+                .queue_depth(self.queue.clone())
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::Metrics;
 
 /// A dependency `/readyz` checks.
-pub trait Probe: Send + Sync {
+pub trait Probe: Send + Sync + std::fmt::Debug {
     /// Short name for the report (`store`, `bus`).
     fn name(&self) -> &str;
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
