@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use culprit_bus::{HEADER_SCHEMA_VERSION, Message, Publisher, QueueName, Topic};
@@ -142,7 +143,52 @@ impl IngestPublisher {
         if !first {
             return Ok(duplicate(&detection));
         }
-        self.send_claimed(detection).await
+        let claim = self.guard(key.as_str());
+        self.send_claimed(detection, claim).await
+    }
+
+    /// The guard of a key this call has just claimed.
+    fn guard(&self, key: &str) -> Claim {
+        Claim {
+            inner: Some(self.inner.clone()),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Claims the keys of one window of an input in one round trip. Every new key comes
+    /// with its guard at once, so a dropped call (a sender that went away) releases the keys
+    /// it claimed but never sent. After a failed claim no further window is claimed.
+    async fn claim_window(
+        &self,
+        window: Vec<(usize, Detection)>,
+        failed: &AtomicBool,
+    ) -> Vec<Item> {
+        if failed.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let inner = &self.inner;
+        let keys: Vec<String> = window.iter().map(|(_, d)| d.key().0).collect();
+        match inner
+            .idempotency
+            .first_seen_many(&inner.cfg.dedup_scope, &keys, inner.cfg.dedup_window)
+            .await
+        {
+            Ok(firsts) => window
+                .into_iter()
+                .zip(keys.iter().zip(firsts))
+                .map(|((i, d), (key, first))| {
+                    if first {
+                        Item::Send(i, d, self.guard(key))
+                    } else {
+                        Item::Duplicate(i, d)
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                vec![Item::Failed(PublishError::Store(e.to_string()))]
+            }
+        }
     }
 
     fn check_open(&self) -> Result<(), PublishError> {
@@ -156,7 +202,11 @@ impl IngestPublisher {
 
     /// Publishes a detection whose key this call has just claimed; releases the claim unless
     /// the broker confirmed.
-    async fn send_claimed(&self, mut detection: Detection) -> Result<Published, PublishError> {
+    async fn send_claimed(
+        &self,
+        mut detection: Detection,
+        claim: Claim,
+    ) -> Result<Published, PublishError> {
         let inner = &self.inner;
         // The parsers leave absent Community IDs for this step (seed 0, the default).
         community_id::fill_sessions(&mut detection, 0);
@@ -165,10 +215,6 @@ impl IngestPublisher {
             key: key.clone(),
             duplicate: false,
             warnings: detection.warnings.clone(),
-        };
-        let claim = Claim {
-            inner: Some(inner.clone()),
-            key: key.as_str().to_owned(),
         };
         let priority = u8::try_from((detection.priority() / 1000).min(9)).unwrap_or(9);
         let (source, tenant) = (detection.source, detection.tenant.clone());
@@ -282,24 +328,34 @@ impl IngestPublisher {
         if !good.is_empty() {
             self.check_open()?;
         }
-        // Every key of the input claimed in one round trip, then only the new ones sent.
-        let keys: Vec<String> = good.iter().map(|d| d.key().0).collect();
-        let firsts = inner
-            .idempotency
-            .first_seen_many(&inner.cfg.dedup_scope, &keys, inner.cfg.dedup_window)
-            .await
-            .map_err(|e| PublishError::Store(e.to_string()))?;
+        // The keys are claimed a window at a time (one round trip each), and the next window is
+        // claimed while the previous one's confirms are in flight: the claims never leave the
+        // confirm window empty, as claiming a whole large input first would.
+        let width = inner.cfg.concurrency.max(1);
+        let mut windows = Vec::new();
+        let mut rest = good.into_iter().enumerate().peekable();
+        while rest.peek().is_some() {
+            windows.push(rest.by_ref().take(width).collect::<Vec<_>>());
+        }
+        let failed = Arc::new(AtomicBool::new(false));
         // Unordered: one slow confirm must not hold the window's other slots idle.
         let mut outcomes: Vec<(usize, Result<Published, PublishError>)> =
-            futures::stream::iter(good.into_iter().zip(firsts).enumerate())
-                .map(|(i, (d, first))| async move {
-                    if first {
-                        (i, self.send_claimed(d).await)
-                    } else {
-                        (i, Ok(duplicate(&d)))
+            futures::stream::iter(windows)
+                .then(|w| {
+                    // Owned, not borrowed: a borrowing closure here makes the future's `Send`
+                    // depend on a higher-ranked lifetime the compiler cannot prove.
+                    let (this, failed) = (self.clone(), failed.clone());
+                    async move { this.claim_window(w, &failed).await }
+                })
+                .flat_map(futures::stream::iter)
+                .map(|item| async move {
+                    match item {
+                        Item::Send(i, d, claim) => (i, self.send_claimed(d, claim).await),
+                        Item::Duplicate(i, d) => (i, Ok(duplicate(&d))),
+                        Item::Failed(e) => (usize::MAX, Err(e)),
                     }
                 })
-                .buffer_unordered(inner.cfg.concurrency.max(1))
+                .buffer_unordered(width)
                 .collect()
                 .await;
         outcomes.sort_by_key(|(i, _)| *i);
@@ -326,6 +382,16 @@ impl IngestPublisher {
         }
         Ok(report)
     }
+}
+
+/// One detection of an input after its window's claim.
+enum Item {
+    /// New: to publish, with the guard of its claim.
+    Send(usize, Detection, Claim),
+    /// Published within the dedup window already.
+    Duplicate(usize, Detection),
+    /// The claim failed: nothing of this window or after it was claimed.
+    Failed(PublishError),
 }
 
 /// The answer for a detection whose key was published within the dedup window.

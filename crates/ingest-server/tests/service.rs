@@ -169,3 +169,43 @@ listen = "127.0.0.1:0"
     );
     env.cleanup().await;
 }
+
+/// An input wider than the confirm window is claimed a window at a time: keys already
+/// published (spread over several windows) are reported as duplicates in input order, the
+/// rest are published once each.
+#[tokio::test]
+async fn an_input_wider_than_the_window_is_claimed_window_by_window() {
+    let env = Env::with(
+        std::time::Duration::from_secs(10),
+        culprit_ingest_server::PublisherConfig {
+            concurrency: 4,
+            ..Default::default()
+        },
+    )
+    .await;
+    let page = |ids: &[u64]| {
+        let results: Vec<_> = ids.iter().map(|i| vectra_detection(*i)).collect();
+        serde_json::to_vec(
+            &serde_json::json!({"count": results.len(), "next": null, "results": results}),
+        )
+        .unwrap()
+    };
+    let src = source(culprit_ingest_server::Format::VectraJson);
+    // Every third key first, so the known ones fall in each of the later input's windows.
+    let early: Vec<u64> = (0..11).filter(|i| i % 3 == 0).collect();
+    let first = env.publisher.ingest(&src, &page(&early)).await.unwrap();
+    assert_eq!(first.published.len(), early.len());
+    let all: Vec<u64> = (0..11).collect();
+    let second = env.publisher.ingest(&src, &page(&all)).await.unwrap();
+    let dup: Vec<bool> = second.published.iter().map(|p| p.duplicate).collect();
+    let want: Vec<bool> = all.iter().map(|i| i % 3 == 0).collect();
+    assert_eq!(dup, want, "duplicates in input order");
+    let got = env.take_hunt(all.len()).await;
+    let mut ids: Vec<String> = got.iter().map(|m| decode(m).source_id).collect();
+    ids.sort();
+    let mut want_ids: Vec<String> = all.iter().map(u64::to_string).collect();
+    want_ids.sort();
+    assert_eq!(ids, want_ids, "each detection published once");
+    assert_eq!(env.hunt_depth().await, 0, "nothing published twice");
+    env.cleanup().await;
+}
