@@ -193,15 +193,19 @@ enum TwinCommand {
     },
     /// Write a synthetic tenant (scenario format) with injected attacks and their truth.
     Generate {
+        /// Synthetic devices in the tenant.
         #[arg(long)]
         devices: usize,
+        /// Hours of telemetry per device.
         #[arg(long)]
         hours: u32,
+        /// The same seed writes the same tenant.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Injected attacks (default: one per ten devices, at least one).
         #[arg(long)]
         attacks: Option<usize>,
+        /// Folder to write (`mde/*.jsonl`, `ndr/`, `truth.json`).
         #[arg(long)]
         out: PathBuf,
     },
@@ -211,6 +215,9 @@ enum TwinCommand {
 enum KqlCommand {
     /// Parse (and with --tables, evaluate) every query of a corpus file (JSON Lines).
     Check {
+        /// JSON Lines, one query per line: `{"id": "...", "query": "...", "tables": [...]}`
+        /// (`tables`: the tables the query names; only queries naming Device* tables alone
+        /// count towards the evaluation figure).
         corpus: PathBuf,
         /// A scenario folder whose mde/*.jsonl tables the queries run against.
         #[arg(long)]
@@ -250,8 +257,9 @@ pub async fn run(cli: Cli, stdout_is_terminal: bool) -> Result<ExitCode> {
             for (table, rows) in &summary.rows {
                 eprintln!("{table}: {rows} rows");
             }
+            let plural = if summary.detections == 1 { "" } else { "s" };
             eprintln!(
-                "{} detections with their truth in {}",
+                "{} detection{plural} with their truth in {}",
                 summary.detections,
                 out.display()
             );
