@@ -244,7 +244,7 @@ url = "{amqp}"
 prefix = "{prefix}"
 prefetch = {prefetch}
 max_attempts = 5
-retry_delays_secs = [0.1, 0.3, 1.0]
+retry_delays_secs = {RETRY_DELAYS_SECS:?}
 
 [store]
 kind = "redis"
@@ -561,7 +561,11 @@ pub async fn connect_bus(prefix: &str) -> RabbitBus {
     let cfg = BusConfig {
         url: SecretString::from(amqp_url()),
         prefix: prefix.to_owned(),
-        retry_delays: vec![Duration::from_millis(100), Duration::from_millis(300)],
+        // The services' delays: `delete_topology` removes the retry queues this bus knows of.
+        retry_delays: RETRY_DELAYS_SECS
+            .iter()
+            .map(|s| Duration::from_secs_f64(*s))
+            .collect(),
         max_attempts: 5,
         ..BusConfig::default()
     };
@@ -1054,6 +1058,10 @@ impl std::fmt::Debug for Run {
     }
 }
 
+/// The services' retry delays (`bus.retry_delays_secs`), short so that a retried message
+/// comes back within a test.
+pub const RETRY_DELAYS_SECS: [f64; 3] = [0.1, 0.3, 1.0];
+
 /// The bound on one run: it only turns a hang into a failure.
 pub const RUN_LIMIT: Duration = Duration::from_secs(600);
 
@@ -1183,6 +1191,17 @@ impl Run {
         // The ingest dead-letter queue exists once ingest dead-lettered something.
         let ingest_dlq = QueueName::Custom(culprit_ingest_server::DEAD_LETTER_QUEUE.into());
         self.bus.delete_queue(&ingest_dlq).await.unwrap();
+        // The re-query delay queues are not part of the topology `delete_topology` removes.
+        let delays: Vec<Duration> = self
+            .plan
+            .requery_after_secs
+            .iter()
+            .map(|s| Duration::from_secs_f64(*s))
+            .collect();
+        self.bus
+            .delete_delay_queues(&QueueName::Hunt, &delays)
+            .await
+            .unwrap();
         self.bus.delete_topology().await.unwrap();
         self.results.delete_all().await.unwrap();
         self.twin.twin.shutdown().await;
