@@ -315,6 +315,8 @@ async fn broker_or_store_away_is_503_with_retry_after_and_releases_the_claim() {
     let closed = culprit_bus::RabbitBus::connect(bus_config(std::time::Duration::from_secs(2)))
         .await
         .unwrap();
+    // Connecting declared this bus's own topology: removed before it closes.
+    closed.delete_topology().await.unwrap();
     closed.close().await;
     let gone = IngestPublisher::new(
         Arc::new(closed),
