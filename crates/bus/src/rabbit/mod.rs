@@ -159,27 +159,8 @@ impl RabbitBus {
         msg.headers
             .insert(crate::HEADER_QUEUE.to_owned(), queue.as_str().to_owned());
         msg.validate()?;
-        let props = convert::properties(&msg, 1)?;
-        let dlx = self.shared.names.dlx();
         let dlq = self.shared.names.dlq(&queue);
-        let mut declared = false;
-        loop {
-            let sent = self
-                .shared
-                .publish(&dlx, &dlq, &msg.payload, props.clone(), &msg.message_id)
-                .await;
-            match sent {
-                Err(BusError::Unroutable { .. }) if !declared => {
-                    self.shared.remember(&queue, None);
-                    let link = self.link().await?;
-                    let channel = open_channel(&link).await?;
-                    self.topology(&channel).declare_queue(&queue).await?;
-                    let _ = channel.close(200, "declared".into()).await;
-                    declared = true;
-                }
-                other => return other,
-            }
-        }
+        self.publish_via_dlx(&queue, &dlq, &msg, None).await
     }
 
     /// Publishes to the dlx with the delay queue's name as routing key; the delay queue is
@@ -196,21 +177,44 @@ impl RabbitBus {
         queue.validate()?;
         msg.validate()?;
         let ms = crate::delay_ms(delay)?;
-        let props = convert::properties(&msg, 1)?;
-        let dlx = self.shared.names.dlx();
         let name = self.shared.names.delay(&queue, ms);
+        self.publish_via_dlx(&queue, &name, &msg, Some(ms)).await
+    }
+
+    /// Publishes to the dlx under `routing_key` (a dead-letter or delay queue of `queue`). A
+    /// message no queue takes (first use, or a broker that lost its state) declares `queue`
+    /// with its dead-letter queue, or its delay queue of `delay_ms`, and is published once more.
+    async fn publish_via_dlx(
+        &self,
+        queue: &QueueName,
+        routing_key: &str,
+        msg: &Message,
+        delay_ms: Option<u64>,
+    ) -> Result<(), BusError> {
+        let props = convert::properties(msg, 1)?;
+        let dlx = self.shared.names.dlx();
         let mut declared = false;
         loop {
             let sent = self
                 .shared
-                .publish(&dlx, &name, &msg.payload, props.clone(), &msg.message_id)
+                .publish(
+                    &dlx,
+                    routing_key,
+                    &msg.payload,
+                    props.clone(),
+                    &msg.message_id,
+                )
                 .await;
             match sent {
                 Err(BusError::Unroutable { .. }) if !declared => {
-                    self.shared.remember(&queue, None);
+                    self.shared.remember(queue, None);
                     let link = self.link().await?;
                     let channel = open_channel(&link).await?;
-                    self.topology(&channel).declare_delay(&queue, ms).await?;
+                    let topology = self.topology(&channel);
+                    match delay_ms {
+                        None => topology.declare_queue(queue).await?,
+                        Some(ms) => topology.declare_delay(queue, ms).await?,
+                    }
                     let _ = channel.close(200, "declared".into()).await;
                     declared = true;
                 }
